@@ -1,0 +1,1 @@
+//! Defender-ops handler library.
