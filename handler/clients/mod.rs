@@ -1,0 +1,3 @@
+//! Clients of the outside services; wire DTOs stay here and convert into domain types.
+
+pub mod tables;

@@ -1,0 +1,1 @@
+//! Azure Table Storage over REST (DESIGN §8).
