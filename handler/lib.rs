@@ -1,8 +1,20 @@
 //! defender-ops: an Azure Functions custom handler for Microsoft Defender device operations.
 //!
 //! # Layout
-//! - `config`: typed settings from the environment (DESIGN §5).
-//! - `clients`: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
+//! - [`config`]: typed settings from the environment, all problems reported at once (DESIGN §5).
+//! - [`telemetry`]: tracing to stdout, JSON in Azure, compact locally.
+//! - [`app`]: state, the router the Functions host calls, the server loop.
+//! - [`error`]: the error policy: client errors inside `res`, failed invocations for retries.
+//! - [`host`]: the custom-handler wire protocol (envelopes, double decoding, answers).
+//! - [`functions`]: one module per `functions/<Name>` folder, and their catalog.
+//! - [`domain`]: validated ids and pure logic (no I/O).
+//! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
 
+pub mod app;
 pub mod clients;
 pub mod config;
+pub mod domain;
+pub mod error;
+pub mod functions;
+pub mod host;
+pub mod telemetry;

@@ -1,0 +1,172 @@
+//! Application state, the router the host talks to, and the server loop.
+//!
+//! Routes: `GET /` (the host's readiness ping: answer fast, anything goes) and
+//! `POST /{FunctionName}` (one invocation in payload mode).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::functions;
+use crate::host::Invocation;
+
+/// Everything a function needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Services>,
+}
+
+/// The long-lived clients, built once at start-up.
+pub struct Services {
+    pub config: Config,
+}
+
+impl AppState {
+    /// Builds the clients from the configuration. Nothing is called over the network here:
+    /// start-up must answer the host's `GET /` within seconds, even with storage down.
+    ///
+    /// # Errors
+    /// When a client can't be constructed from the settings.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        Ok(Self {
+            inner: Arc::new(Services { config }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+}
+
+/// The server, bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+/// The invocation envelope can be large (the host base64-encodes binary bodies); the
+/// webhook's own 64 KiB limit is checked on the decoded body.
+const ENVELOPE_LIMIT_BYTES: usize = 8 * 1024 * 1024;
+
+impl Application {
+    /// Binds `127.0.0.1:{port}` (the host always connects to 127.0.0.1).
+    ///
+    /// # Errors
+    /// When the port can't be bound.
+    pub async fn build(state: AppState) -> anyhow::Result<Self> {
+        let port = state.config().port;
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+        Ok(Self {
+            listener,
+            router: router(state),
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    /// Serves until `shutdown` resolves.
+    ///
+    /// # Errors
+    /// When the server fails.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The router: `GET /` and `POST /{function}`.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(ready))
+        .route("/{function}", post(invoke))
+        .layer(DefaultBodyLimit::max(ENVELOPE_LIMIT_BYTES))
+        .with_state(state)
+}
+
+async fn ready() -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "ready" }))
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn invoke(
+    State(state): State<AppState>,
+    Path(function): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let invocation_id = headers
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let span = tracing::info_span!(
+        "invocation",
+        function.name = %function,
+        invocation.id = invocation_id.as_deref().unwrap_or("-"),
+        tenant.id = tracing::field::Empty,
+        request.id = tracing::field::Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let Some(spec) = functions::spec(&function) else {
+            tracing::warn!("invocation of an unknown function");
+            return failure(StatusCode::NOT_FOUND, &format!("unknown function '{function}'"));
+        };
+        let inv = match Invocation::parse(spec.name, invocation_id.as_deref(), &body) {
+            Ok(inv) => inv,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed invocation envelope");
+                return failure(StatusCode::BAD_REQUEST, &e.to_string());
+            }
+        };
+        match functions::invoke(&state, spec, &inv).await {
+            Ok(answer) => {
+                tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "invocation succeeded");
+                json_response(StatusCode::OK, &answer.to_json())
+            }
+            Err(e) => {
+                tracing::warn!(duration_ms = started.elapsed().as_millis() as u64, error = %e, "invocation failed");
+                failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// A failed invocation: a non-2xx makes the host record a failure (and retry queue
+/// messages). The host discards this body; it is for people reading traffic locally.
+fn failure(status: StatusCode, message: &str) -> Response {
+    json_response(status, &json!({ "error": message }))
+}

@@ -1,0 +1,219 @@
+//! One module per `functions/<Name>` folder, and the catalog that ties them to their bindings.
+//!
+//! The catalog repeats what `functions/*/function.json` declares; a contract test checks the
+//! two agree, so a renamed binding can't silently drop an output.
+
+pub mod health;
+
+use crate::app::AppState;
+use crate::error::{ApiError, InvocationFailure};
+use crate::host::{Invocation, InvocationResponse};
+
+/// Who may call an HTTP function (enforced by the host before the handler sees the call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthLevel {
+    Anonymous,
+    Function,
+    Admin,
+}
+
+/// How a function is triggered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Http {
+        methods: &'static [&'static str],
+        route: &'static str,
+        auth: AuthLevel,
+    },
+    Timer {
+        schedule: &'static str,
+    },
+    Queue {
+        queue: &'static str,
+    },
+}
+
+/// A function's name, trigger and output bindings (name → queue, or `res`).
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionSpec {
+    pub name: &'static str,
+    pub trigger_binding: &'static str,
+    pub trigger: Trigger,
+    /// `(binding name, queue name)`; the HTTP output `res` has no queue.
+    pub outputs: &'static [(&'static str, Option<&'static str>)],
+}
+
+const RES: (&str, Option<&str>) = ("res", None);
+const HTTP: &str = "req";
+const TIMER: &str = "timer";
+const QUEUE: &str = "message";
+
+/// Queue names (fixed; tables get `TABLE_PREFIX`, queues don't).
+pub mod queues {
+    pub const DEVICE_SYNC: &str = "device-sync";
+    pub const OFFBOARD: &str = "offboard";
+    pub const NOTIFICATIONS: &str = "notifications";
+}
+
+/// Every function of DESIGN §2.
+pub const CATALOG: &[FunctionSpec] = &[
+    FunctionSpec {
+        name: "Health",
+        trigger_binding: HTTP,
+        trigger: Trigger::Http {
+            methods: &["get"],
+            route: "health",
+            auth: AuthLevel::Anonymous,
+        },
+        outputs: &[RES],
+    },
+    FunctionSpec {
+        name: "SyncScheduler",
+        trigger_binding: TIMER,
+        trigger: Trigger::Timer {
+            schedule: "%DEVICE_SYNC_SCHEDULE%",
+        },
+        outputs: &[("jobs", Some(queues::DEVICE_SYNC))],
+    },
+    FunctionSpec {
+        name: "SyncTenant",
+        trigger_binding: QUEUE,
+        trigger: Trigger::Queue {
+            queue: queues::DEVICE_SYNC,
+        },
+        outputs: &[("notes", Some(queues::NOTIFICATIONS))],
+    },
+    FunctionSpec {
+        name: "OffboardWebhook",
+        trigger_binding: HTTP,
+        trigger: Trigger::Http {
+            methods: &["post"],
+            route: "offboard",
+            auth: AuthLevel::Function,
+        },
+        outputs: &[RES, ("jobs", Some(queues::OFFBOARD))],
+    },
+    FunctionSpec {
+        name: "OffboardStatus",
+        trigger_binding: HTTP,
+        trigger: Trigger::Http {
+            methods: &["get"],
+            route: "offboard/{tenantId}/{requestId}",
+            auth: AuthLevel::Function,
+        },
+        outputs: &[RES],
+    },
+    FunctionSpec {
+        name: "Devices",
+        trigger_binding: HTTP,
+        trigger: Trigger::Http {
+            methods: &["get", "patch"],
+            route: "devices/{tenantId}/{machineId?}",
+            auth: AuthLevel::Function,
+        },
+        outputs: &[RES, ("jobs", Some(queues::OFFBOARD))],
+    },
+    FunctionSpec {
+        name: "Tenants",
+        trigger_binding: HTTP,
+        trigger: Trigger::Http {
+            methods: &["get", "put", "delete"],
+            route: "tenants/{tenantId?}",
+            auth: AuthLevel::Admin,
+        },
+        outputs: &[RES, ("jobs", Some(queues::DEVICE_SYNC))],
+    },
+    FunctionSpec {
+        name: "OffboardFlagged",
+        trigger_binding: TIMER,
+        trigger: Trigger::Timer {
+            schedule: "%OFFBOARD_FLAGGED_SCHEDULE%",
+        },
+        outputs: &[("jobs", Some(queues::OFFBOARD))],
+    },
+    FunctionSpec {
+        name: "OffboardWorker",
+        trigger_binding: QUEUE,
+        trigger: Trigger::Queue {
+            queue: queues::OFFBOARD,
+        },
+        outputs: &[("notes", Some(queues::NOTIFICATIONS))],
+    },
+    FunctionSpec {
+        name: "ActionTracker",
+        trigger_binding: TIMER,
+        trigger: Trigger::Timer {
+            schedule: "%ACTION_TRACKER_SCHEDULE%",
+        },
+        outputs: &[("notes", Some(queues::NOTIFICATIONS))],
+    },
+    FunctionSpec {
+        name: "IncidentWatch",
+        trigger_binding: TIMER,
+        trigger: Trigger::Timer {
+            schedule: "%INCIDENT_WATCH_SCHEDULE%",
+        },
+        outputs: &[("notes", Some(queues::NOTIFICATIONS))],
+    },
+    FunctionSpec {
+        name: "Notify",
+        trigger_binding: QUEUE,
+        trigger: Trigger::Queue {
+            queue: queues::NOTIFICATIONS,
+        },
+        outputs: &[],
+    },
+];
+
+/// Looks a function up by the name in the invocation path (the folder name, case preserved).
+pub fn spec(name: &str) -> Option<&'static FunctionSpec> {
+    CATALOG.iter().find(|s| s.name == name)
+}
+
+/// Runs one invocation of a known function.
+///
+/// # Errors
+/// [`InvocationFailure`] when the invocation must fail (the host retries queue messages).
+pub async fn invoke(
+    state: &AppState,
+    spec: &'static FunctionSpec,
+    inv: &Invocation,
+) -> Result<InvocationResponse, InvocationFailure> {
+    match spec.name {
+        "Health" => health::handle(state, inv).await,
+        _ => not_implemented(spec, inv),
+    }
+}
+
+/// A function whose feature is not built yet: HTTP callers get a 501 JSON error; timer and
+/// queue invocations fail, so nothing pretends to have worked.
+fn not_implemented(
+    spec: &'static FunctionSpec,
+    inv: &Invocation,
+) -> Result<InvocationResponse, InvocationFailure> {
+    match spec.trigger {
+        Trigger::Http { .. } => Ok(InvocationResponse::http(
+            &ApiError::NotImplemented(spec.name).into_response(inv.invocation_id()),
+        )),
+        Trigger::Timer { .. } | Trigger::Queue { .. } => Err(InvocationFailure::msg(format!(
+            "function {} is not implemented yet",
+            spec.name
+        ))),
+    }
+}
+
+/// Turns an HTTP use case's result into the invocation answer, errors included.
+pub(crate) fn http_answer(
+    inv: &Invocation,
+    result: Result<InvocationResponse, ApiError>,
+) -> InvocationResponse {
+    match result {
+        Ok(answer) => answer,
+        Err(e) => {
+            if e.status() < 500 {
+                tracing::info!(status = e.status(), error = %e, "request refused");
+            }
+            InvocationResponse::http(&e.into_response(inv.invocation_id()))
+        }
+    }
+}
