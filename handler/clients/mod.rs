@@ -1,3 +1,4 @@
 //! Clients of the outside services; wire DTOs stay here and convert into domain types.
 
+pub mod http;
 pub mod tables;
