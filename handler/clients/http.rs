@@ -1,0 +1,518 @@
+//! Shared HTTP plumbing for the Microsoft API clients: one pooled `reqwest` client with
+//! timeouts, the retry policy (jittered exponential backoff; `Retry-After` honoured on 429),
+//! the retry loop, and helpers for wire DTOs (string enums that keep unknown values).
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+/// Timeouts and identification of the shared HTTP client.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Whole-request timeout (connect + send + receive the full body).
+    pub request_timeout: Duration,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// `User-Agent` header.
+    pub user_agent: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            user_agent: concat!("defender-ops/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// The shared HTTP client could not be built (TLS roots, invalid settings).
+#[derive(Debug, thiserror::Error)]
+#[error("could not build the HTTP client")]
+pub struct HttpBuildError(#[from] reqwest::Error);
+
+/// Builds the one pooled `reqwest` client shared by every Microsoft API client (and handed to
+/// the Azure SDK as its transport, so there is one TLS stack and one connection pool).
+///
+/// TLS trusts the platform roots; `SSL_CERT_FILE` adds a CA (the simulator's in tests).
+///
+/// # Errors
+/// [`HttpBuildError`] when reqwest cannot initialise TLS.
+pub fn build_client(settings: &HttpSettings) -> Result<reqwest::Client, HttpBuildError> {
+    Ok(reqwest::Client::builder()
+        .timeout(settings.request_timeout)
+        .connect_timeout(settings.connect_timeout)
+        .user_agent(settings.user_agent.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+/// Azure SDK client options that send through `http` (our pool and timeouts) and retry
+/// moderately (the SDK default retries for about a minute, which hides a broken setup).
+pub fn sdk_client_options(http: &reqwest::Client) -> azure_core::http::ClientOptions {
+    use azure_core::http::{ExponentialRetryOptions, RetryOptions, Transport};
+    azure_core::http::ClientOptions {
+        transport: Some(Transport::new(std::sync::Arc::new(http.clone()))),
+        retry: RetryOptions::exponential(ExponentialRetryOptions {
+            initial_delay: azure_core::time::Duration::milliseconds(300),
+            max_retries: 3,
+            max_total_elapsed: azure_core::time::Duration::seconds(20),
+            max_delay: azure_core::time::Duration::seconds(5),
+        }),
+        ..Default::default()
+    }
+}
+
+/// When and how long to retry.
+///
+/// Retries happen on 408, 429, 500, 502, 503, 504, timeouts and connection errors. A request
+/// that must not be repeated blindly (a POST) is retried only when it certainly did not take
+/// effect: a 429 or a failed connection.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// Backoff before the first retry; doubles each time, with jitter.
+    pub initial_delay: Duration,
+    /// Upper bound of one backoff delay.
+    pub max_delay: Duration,
+    /// Longest `Retry-After` waited in place; a longer one ends the call with the 429 so the
+    /// caller can reschedule the work instead of holding an invocation.
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 4,
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff before retry number `retry` (0-based): "equal jitter", uniformly in
+    /// `[d/2, d]` where `d = min(max_delay, initial_delay * 2^retry)`.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let factor = 2u32.saturating_pow(retry.min(16));
+        let ceiling = self
+            .initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay);
+        let half = ceiling / 2;
+        let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+        let jitter = if jitter_ms == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(rand::random_range(0..=jitter_ms))
+        };
+        half + jitter
+    }
+}
+
+/// Whether a status is worth another try of an idempotent request.
+pub fn is_retryable_status(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::REQUEST_TIMEOUT
+            | StatusCode::INTERNAL_SERVER_ERROR
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+    )
+}
+
+/// Parses `Retry-After` (delta-seconds or an HTTP date) relative to `now`. Uncapped.
+pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    if let Ok(seconds) = value.parse::<f64>()
+        && seconds.is_finite()
+        && seconds >= 0.0
+    {
+        return Some(Duration::from_secs_f64(seconds));
+    }
+    let at =
+        time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let at = SystemTime::from(at);
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// How a request that failed without a response ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError<E> {
+    /// The step before sending (token, rate budget, building the request) failed.
+    #[error(transparent)]
+    Before(E),
+    /// No response: timeout, reset or connection failure, after the allowed retries.
+    #[error("no response from the service")]
+    Transport {
+        /// The last error.
+        #[source]
+        source: reqwest::Error,
+        /// The request may have reached the service (false only for connection failures).
+        maybe_sent: bool,
+        /// Attempts made, including the first.
+        attempts: u32,
+    },
+}
+
+/// Sends with retries. `attempt` is called once per try (it takes a rate-budget permit,
+/// fetches a token and sends); a response of any status that is not retried is returned
+/// as `Ok` for the caller to map, including a 429 whose `Retry-After` is over the cap or
+/// that outlived the retries.
+///
+/// `idempotent == false` (a POST) retries only on 429 and connection failures.
+///
+/// # Errors
+/// [`SendError::Before`] as soon as `attempt` fails before sending; [`SendError::Transport`]
+/// when no response came back.
+pub async fn send_with_retry<E, F, Fut>(
+    policy: &RetryPolicy,
+    idempotent: bool,
+    mut attempt: F,
+) -> Result<reqwest::Response, SendError<E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Result<reqwest::Response, reqwest::Error>, E>>,
+{
+    let mut retries = 0u32;
+    loop {
+        let outcome = attempt().await.map_err(SendError::Before)?;
+        let can_retry = retries < policy.max_retries;
+        match outcome {
+            Ok(response) => {
+                let status = response.status();
+                if status == StatusCode::TOO_MANY_REQUESTS {
+                    if !can_retry {
+                        return Ok(response);
+                    }
+                    let wait = retry_after(response.headers(), SystemTime::now())
+                        .unwrap_or_else(|| policy.backoff(retries));
+                    if wait > policy.max_retry_after {
+                        return Ok(response);
+                    }
+                    tracing::warn!(
+                        http.status = status.as_u16(),
+                        retry.delay_ms = millis(wait),
+                        retry.attempt = retries + 1,
+                        "throttled; waiting before the next try"
+                    );
+                    drop(response);
+                    tokio::time::sleep(wait).await;
+                } else if idempotent && can_retry && is_retryable_status(status) {
+                    let wait = policy.backoff(retries);
+                    tracing::warn!(
+                        http.status = status.as_u16(),
+                        retry.delay_ms = millis(wait),
+                        retry.attempt = retries + 1,
+                        "server error; retrying"
+                    );
+                    drop(response);
+                    tokio::time::sleep(wait).await;
+                } else {
+                    return Ok(response);
+                }
+            }
+            Err(error) => {
+                let maybe_sent = !error.is_connect();
+                if can_retry && (idempotent || !maybe_sent) {
+                    let wait = policy.backoff(retries);
+                    tracing::warn!(
+                        error = %error_chain(&error),
+                        retry.delay_ms = millis(wait),
+                        retry.attempt = retries + 1,
+                        "request failed without a response; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                } else {
+                    return Err(SendError::Transport {
+                        source: error,
+                        maybe_sent,
+                        attempts: retries + 1,
+                    });
+                }
+            }
+        }
+        retries += 1;
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Renders an error and its `source()` chain on one line (`a: b: c`). Callers must only pass
+/// errors whose messages carry no secret (ours never do; reqwest's omit query strings only
+/// when built with `without_url`, see [`strip_url`]).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        current = cause.source();
+    }
+    text
+}
+
+/// Drops the URL from a reqwest error (a URL can carry a signed query, e.g. a webhook).
+pub fn strip_url(error: reqwest::Error) -> reqwest::Error {
+    error.without_url()
+}
+
+/// Replaces the scheme, host and port of `link` (an `@odata.nextLink`) with those of `base`,
+/// so paging stays on the configured host and a bearer token is never sent elsewhere.
+pub fn rebase_link(base: &url::Url, link: &str) -> Option<url::Url> {
+    let parsed = url::Url::parse(link).or_else(|_| base.join(link)).ok()?;
+    let mut rebased = base.clone();
+    rebased.set_path(parsed.path());
+    rebased.set_query(parsed.query());
+    Some(rebased)
+}
+
+/// Declares a wire enum carried as a string: known values as variants, anything else kept
+/// verbatim in `Unknown(String)`. Matching is case-insensitive; serialisation writes the
+/// canonical spelling (or the unknown text as received).
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A value this version does not know, kept as received.
+            Unknown(String),
+        }
+
+        impl $name {
+            /// The wire spelling.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Unknown(text) => text,
+                }
+            }
+
+            /// Parses a wire value; never fails (unknown values are kept).
+            pub fn parse(text: &str) -> Self {
+                $(if text.eq_ignore_ascii_case($text) { return Self::$variant; })+
+                Self::Unknown(text.to_owned())
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(deserializer)?;
+                Ok(Self::parse(&text))
+            }
+        }
+    };
+}
+pub(crate) use string_enum;
+
+/// Serde helpers: `null` → default, for fields that are documented non-null but may not be.
+pub(crate) mod nullable {
+    use serde::{Deserialize, Deserializer};
+
+    /// Deserializes `null` as `T::default()`.
+    pub fn or_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default,
+    {
+        Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canned(status: u16, retry_after: Option<&str>) -> reqwest::Response {
+        let mut builder = http::Response::builder().status(status);
+        if let Some(value) = retry_after {
+            builder = builder.header("Retry-After", value);
+        }
+        reqwest::Response::from(builder.body("").expect("response"))
+    }
+
+    fn fast_policy() -> RetryPolicy {
+        RetryPolicy {
+            initial_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(10),
+            ..RetryPolicy::default()
+        }
+    }
+
+    #[test]
+    fn backoff_stays_within_half_and_full_of_the_doubling_ceiling() {
+        let policy = RetryPolicy {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
+        for _ in 0..200 {
+            let first = policy.backoff(0);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let third = policy.backoff(2);
+            assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400));
+            let capped = policy.backoff(30);
+            assert!(capped >= Duration::from_millis(500) && capped <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "37".parse().expect("header"));
+        assert_eq!(
+            retry_after(&headers, SystemTime::now()),
+            Some(Duration::from_secs(37))
+        );
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        headers.insert(
+            RETRY_AFTER,
+            "Sun, 06 Nov 1994 08:49:47 GMT".parse().expect("header"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(10)));
+        headers.insert(RETRY_AFTER, "soon".parse().expect("header"));
+        assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn next_links_are_rebased_onto_the_configured_host() {
+        let base = url::Url::parse("https://127.0.0.1:8443").expect("url");
+        let link = "https://api.security.microsoft.com/api/machines?$top=5&$skip=5";
+        assert_eq!(
+            rebase_link(&base, link).expect("link").as_str(),
+            "https://127.0.0.1:8443/api/machines?$top=5&$skip=5"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_with_retry_after_is_waited_out_then_retried() {
+        // Real time: the crate's tokio has no `test-util` (no paused clock) yet.
+        let policy = fast_policy();
+        let mut calls = 0;
+        let started = tokio::time::Instant::now();
+        let response = send_with_retry::<(), _, _>(&policy, false, || {
+            calls += 1;
+            let first = calls == 1;
+            async move {
+                Ok(Ok(if first {
+                    canned(429, Some("1"))
+                } else {
+                    canned(200, None)
+                }))
+            }
+        })
+        .await
+        .expect("response");
+        assert_eq!(response.status(), 200);
+        assert_eq!(calls, 2);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(1) && waited < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_over_the_cap_is_returned_to_the_caller() {
+        let policy = RetryPolicy {
+            max_retry_after: Duration::from_secs(10),
+            ..fast_policy()
+        };
+        let mut calls = 0;
+        let response = send_with_retry::<(), _, _>(&policy, true, || {
+            calls += 1;
+            async { Ok(Ok(canned(429, Some("37")))) }
+        })
+        .await
+        .expect("response");
+        assert_eq!(response.status(), 429);
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_for_reads_but_not_for_posts() {
+        let policy = fast_policy();
+        let mut calls = 0;
+        let response = send_with_retry::<(), _, _>(&policy, true, || {
+            calls += 1;
+            let status = if calls < 3 { 503 } else { 200 };
+            async move { Ok(Ok(canned(status, None))) }
+        })
+        .await
+        .expect("response");
+        assert_eq!((response.status().as_u16(), calls), (200, 3));
+
+        let mut posts = 0;
+        let response = send_with_retry::<(), _, _>(&policy, false, || {
+            posts += 1;
+            async { Ok(Ok(canned(500, None))) }
+        })
+        .await
+        .expect("response");
+        assert_eq!((response.status().as_u16(), posts), (500, 1));
+    }
+
+    #[tokio::test]
+    async fn retries_stop_after_the_configured_count() {
+        let policy = RetryPolicy {
+            max_retries: 2,
+            ..fast_policy()
+        };
+        let mut calls = 0;
+        let response = send_with_retry::<(), _, _>(&policy, true, || {
+            calls += 1;
+            async { Ok(Ok(canned(502, None))) }
+        })
+        .await
+        .expect("response");
+        assert_eq!((response.status().as_u16(), calls), (502, 3));
+    }
+
+    string_enum! {
+        /// Test enum.
+        enum Colour { Red = "Red", DarkBlue = "darkBlue" }
+    }
+
+    #[test]
+    fn string_enums_match_case_insensitively_and_keep_unknown_values() {
+        let parsed: Vec<Colour> =
+            serde_json::from_str(r#"["red","DarkBlue","Mauve"]"#).expect("json");
+        assert_eq!(
+            parsed,
+            vec![
+                Colour::Red,
+                Colour::DarkBlue,
+                Colour::Unknown("Mauve".into())
+            ]
+        );
+        assert_eq!(
+            serde_json::to_string(&parsed).expect("json"),
+            r#"["Red","darkBlue","Mauve"]"#
+        );
+    }
+}
