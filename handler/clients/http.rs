@@ -267,6 +267,52 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// What an Azure SDK error boils down to, found by walking its `source()` chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdkFailure {
+    /// The service answered with this HTTP status.
+    Status(u16),
+    /// No answer: connection failure, timeout, reset.
+    Unreachable,
+    /// Anything else (parse failures, refused options).
+    Other,
+}
+
+impl SdkFailure {
+    /// True for outcomes worth retrying later: no answer, throttling, server errors.
+    pub fn is_transient(self) -> bool {
+        match self {
+            Self::Unreachable => true,
+            Self::Status(status) => status == 408 || status == 429 || status >= 500,
+            Self::Other => false,
+        }
+    }
+}
+
+/// Classifies an Azure SDK error (credential errors wrap the HTTP error that caused them).
+pub fn sdk_failure(error: &azure_core::Error) -> SdkFailure {
+    use azure_core::error::ErrorKind;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut found = SdkFailure::Other;
+    while let Some(err) = current {
+        if let Some(sdk) = err.downcast_ref::<azure_core::Error>() {
+            match sdk.kind() {
+                ErrorKind::HttpResponse { status, .. } => {
+                    return SdkFailure::Status(u16::from(*status));
+                }
+                ErrorKind::Connection | ErrorKind::Io => found = SdkFailure::Unreachable,
+                _ => {}
+            }
+        } else if err.downcast_ref::<reqwest::Error>().is_some()
+            || err.downcast_ref::<std::io::Error>().is_some()
+        {
+            found = SdkFailure::Unreachable;
+        }
+        current = err.source();
+    }
+    found
+}
+
 /// Drops the URL from a reqwest error (a URL can carry a signed query, e.g. a webhook).
 pub fn strip_url(error: reqwest::Error) -> reqwest::Error {
     error.without_url()

@@ -1,4 +1,6 @@
 //! Clients of the outside services; wire DTOs stay here and convert into domain types.
 
 pub mod http;
+pub mod identity;
+pub mod keyvault;
 pub mod tables;
