@@ -150,7 +150,14 @@ async fn invoke(
                 return failure(StatusCode::BAD_REQUEST, &e.to_string());
             }
         };
-        match functions::invoke(&state, spec, &inv).await {
+        let data = match functions::trigger_data(spec, &inv) {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed trigger data");
+                return failure(StatusCode::BAD_REQUEST, &e.to_string());
+            }
+        };
+        match functions::invoke(&state, spec, &inv, data).await {
             Ok(answer) => {
                 tracing::info!(duration_ms = started.elapsed().as_millis() as u64, "invocation succeeded");
                 json_response(StatusCode::OK, &answer.to_json())

@@ -7,7 +7,7 @@ pub mod health;
 
 use crate::app::AppState;
 use crate::error::{ApiError, InvocationFailure};
-use crate::host::{Invocation, InvocationResponse};
+use crate::host::{EnvelopeError, HttpRequestData, Invocation, InvocationResponse, QueueMessage, TimerInfo};
 
 /// Who may call an HTTP function (enforced by the host before the handler sees the call).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +170,26 @@ pub fn spec(name: &str) -> Option<&'static FunctionSpec> {
     CATALOG.iter().find(|s| s.name == name)
 }
 
+/// The trigger's data, decoded according to the function's trigger kind.
+#[derive(Debug, Clone)]
+pub enum TriggerData {
+    Http(HttpRequestData),
+    Timer(TimerInfo),
+    Queue(QueueMessage),
+}
+
+/// Decodes the trigger binding of `inv` for `spec`, before any work is done.
+///
+/// # Errors
+/// [`EnvelopeError`] when the host's payload lacks the binding or has the wrong shape.
+pub fn trigger_data(spec: &FunctionSpec, inv: &Invocation) -> Result<TriggerData, EnvelopeError> {
+    Ok(match spec.trigger {
+        Trigger::Http { .. } => TriggerData::Http(inv.http(spec.trigger_binding)?),
+        Trigger::Timer { .. } => TriggerData::Timer(inv.timer(spec.trigger_binding)?),
+        Trigger::Queue { .. } => TriggerData::Queue(inv.queue(spec.trigger_binding)?),
+    })
+}
+
 /// Runs one invocation of a known function.
 ///
 /// # Errors
@@ -178,9 +198,10 @@ pub async fn invoke(
     state: &AppState,
     spec: &'static FunctionSpec,
     inv: &Invocation,
+    data: TriggerData,
 ) -> Result<InvocationResponse, InvocationFailure> {
-    match spec.name {
-        "Health" => health::handle(state, inv).await,
+    match (spec.name, data) {
+        ("Health", TriggerData::Http(req)) => Ok(health::handle(state, inv, &req).await),
         _ => not_implemented(spec, inv),
     }
 }
