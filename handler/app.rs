@@ -17,6 +17,12 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use anyhow::Context;
+
+use crate::clients::http::{HttpSettings, build_client, sdk_client_options};
+use crate::clients::identity::AppIdentity;
+use crate::clients::keyvault::{KeyVault, KeyVaultSettings};
+use crate::clients::tables::{TableOptions, TableService};
 use crate::config::Config;
 use crate::functions;
 use crate::host::Invocation;
@@ -30,6 +36,12 @@ pub struct AppState {
 /// The long-lived clients, built once at start-up.
 pub struct Services {
     pub config: Config,
+    /// One connection pool for every outside call.
+    pub http: reqwest::Client,
+    pub identity: AppIdentity,
+    pub tables: TableService,
+    /// `None` when `KEY_VAULT_URI` is not set.
+    pub vault: Option<KeyVault>,
 }
 
 impl AppState {
@@ -39,13 +51,54 @@ impl AppState {
     /// # Errors
     /// When a client can't be constructed from the settings.
     pub fn new(config: Config) -> anyhow::Result<Self> {
+        let http = build_client(&HttpSettings::default()).context("building the HTTP client")?;
+        let identity =
+            AppIdentity::managed(config.azure_client_id.as_deref(), sdk_client_options(&http))
+                .context("setting up the app's managed identity")?;
+        let tables = TableService::from_settings(
+            &config.storage,
+            TableOptions {
+                http_client: Some(http.clone()),
+                ..TableOptions::with_prefix(config.table_prefix.clone())
+            },
+        )
+        .context("setting up Table Storage (AzureWebJobsStorage)")?;
+        let vault = match &config.key_vault_uri {
+            Some(uri) => Some(
+                KeyVault::new(
+                    &KeyVaultSettings::new(uri.clone(), config.key_vault_verify_challenge_resource),
+                    identity.credential(),
+                    sdk_client_options(&http),
+                )
+                .context("setting up the Key Vault client (KEY_VAULT_URI)")?,
+            ),
+            None => None,
+        };
         Ok(Self {
-            inner: Arc::new(Services { config }),
+            inner: Arc::new(Services {
+                config,
+                http,
+                identity,
+                tables,
+                vault,
+            }),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    pub fn tables(&self) -> &TableService {
+        &self.inner.tables
+    }
+
+    pub fn vault(&self) -> Option<&KeyVault> {
+        self.inner.vault.as_ref()
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.inner
     }
 }
 

@@ -1,5 +1,7 @@
-//! Validated types and pure logic; no I/O here.
+//! Validated types and pure logic (sync rules, duplicates, request states); no I/O here.
 
+pub mod device;
+pub mod duplicates;
 pub mod ids;
 
 pub use ids::{IdError, IncidentId, MachineId, RequestId, TenantId};

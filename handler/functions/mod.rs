@@ -7,7 +7,9 @@ pub mod health;
 
 use crate::app::AppState;
 use crate::error::{ApiError, InvocationFailure};
-use crate::host::{EnvelopeError, HttpRequestData, Invocation, InvocationResponse, QueueMessage, TimerInfo};
+use crate::host::{
+    EnvelopeError, HttpRequestData, Invocation, InvocationResponse, QueueMessage, TimerInfo,
+};
 
 /// Who may call an HTTP function (enforced by the host before the handler sees the call).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +203,7 @@ pub async fn invoke(
     data: TriggerData,
 ) -> Result<InvocationResponse, InvocationFailure> {
     match (spec.name, data) {
-        ("Health", TriggerData::Http(req)) => Ok(health::handle(state, inv, &req).await),
+        ("Health", TriggerData::Http(_)) => Ok(health::handle(state).await),
         _ => not_implemented(spec, inv),
     }
 }

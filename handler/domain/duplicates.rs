@@ -1,0 +1,244 @@
+//! Duplicate devices: a reinstalled or renamed device gets a new machine id while the old one
+//! lingers. Live devices sharing a `computerDnsName` (case-insensitive) or an `aadDeviceId`
+//! form one group (transitively); its newest member is the primary and every other member is
+//! a duplicate of it. Defender's own verdict (`mergedIntoMachineId`) wins over ours.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use time::OffsetDateTime;
+
+use super::ids::MachineId;
+
+/// What duplicate detection needs of one live device; kept small because a sync holds one
+/// per device of the tenant (100,000 of them in the benchmark).
+#[derive(Debug, Clone)]
+pub struct DupKey {
+    pub machine_id: MachineId,
+    name: Option<u64>,
+    aad: Option<u128>,
+    last_seen: Option<OffsetDateTime>,
+    first_seen: Option<OffsetDateTime>,
+    merged_into: Option<MachineId>,
+}
+
+/// Names that many unrelated machines carry; grouping on them would invent duplicates.
+const GENERIC_NAMES: &[&str] = &["localhost", "localhost.localdomain", "ubuntu", "debian"];
+
+impl DupKey {
+    #[must_use]
+    pub fn new(
+        machine_id: MachineId,
+        computer_dns_name: Option<&str>,
+        aad_device_id: Option<&str>,
+        last_seen: Option<OffsetDateTime>,
+        first_seen: Option<OffsetDateTime>,
+        merged_into: Option<MachineId>,
+    ) -> Self {
+        let name = computer_dns_name
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| !n.is_empty() && !GENERIC_NAMES.contains(&n.as_str()))
+            .map(|n| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                n.hash(&mut h);
+                h.finish()
+            });
+        let aad = aad_device_id
+            .and_then(|a| uuid::Uuid::try_parse(a.trim()).ok())
+            .filter(|u| !u.is_nil())
+            .map(|u| u.as_u128());
+        Self {
+            machine_id,
+            name,
+            aad,
+            last_seen,
+            first_seen,
+            merged_into,
+        }
+    }
+
+    /// Newest first: latest `lastSeen`, then latest `firstSeen`, then the larger id (so the
+    /// choice is deterministic on every run).
+    fn newer_than(&self, other: &Self) -> bool {
+        (self.last_seen, self.first_seen, self.machine_id.as_str())
+            > (other.last_seen, other.first_seen, other.machine_id.as_str())
+    }
+}
+
+/// Returns, for each duplicate, the machine id of its primary. Primaries and devices without
+/// a twin are absent from the map.
+#[must_use]
+pub fn resolve(devices: &[DupKey]) -> HashMap<MachineId, MachineId> {
+    let mut parent: Vec<usize> = (0..devices.len()).collect();
+    fn find(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut union = |parent: &mut Vec<usize>, a: usize, b: usize| {
+        let (ra, rb) = (find(parent, a), find(parent, b));
+        if ra != rb {
+            parent[ra] = rb;
+        }
+    };
+
+    let mut by_name: HashMap<u64, usize> = HashMap::new();
+    let mut by_aad: HashMap<u128, usize> = HashMap::new();
+    for (i, d) in devices.iter().enumerate() {
+        if let Some(n) = d.name {
+            match by_name.get(&n) {
+                Some(&j) => union(&mut parent, i, j),
+                None => {
+                    by_name.insert(n, i);
+                }
+            }
+        }
+        if let Some(a) = d.aad {
+            match by_aad.get(&a) {
+                Some(&j) => union(&mut parent, i, j),
+                None => {
+                    by_aad.insert(a, i);
+                }
+            }
+        }
+    }
+
+    // The newest member of each group.
+    let mut newest: HashMap<usize, usize> = HashMap::new();
+    for i in 0..devices.len() {
+        let root = find(&mut parent, i);
+        match newest.get(&root) {
+            Some(&best) if !devices[i].newer_than(&devices[best]) => {}
+            _ => {
+                newest.insert(root, i);
+            }
+        }
+    }
+
+    let mut out = HashMap::new();
+    for (i, d) in devices.iter().enumerate() {
+        if let Some(target) = &d.merged_into {
+            if target != &d.machine_id {
+                out.insert(d.machine_id.clone(), target.clone());
+                continue;
+            }
+        }
+        let root = find(&mut parent, i);
+        if let Some(&primary) = newest.get(&root) {
+            if primary != i {
+                out.insert(d.machine_id.clone(), devices[primary].machine_id.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+    use time::macros::datetime;
+
+    fn id(n: u8) -> MachineId {
+        MachineId::parse(&format!("{n:02x}").repeat(20)).unwrap()
+    }
+
+    fn key(n: u8, name: Option<&str>, aad: Option<&str>, seen_day: u8) -> DupKey {
+        let seen = datetime!(2026-11-01 0:00 UTC) + time::Duration::days(i64::from(seen_day));
+        DupKey::new(id(n), name, aad, Some(seen), Some(seen), None)
+    }
+
+    const AAD: &str = "80fe8ff8-2624-418e-9591-41f0491218f9";
+
+    #[test]
+    fn a_reinstalled_device_with_the_same_name_points_at_the_newest_id() {
+        let d = [
+            key(1, Some("PC-01.contoso.com"), None, 1),
+            key(2, Some("pc-01.contoso.com"), None, 9),
+        ];
+        let r = resolve(&d);
+        assert_eq!(r.get(&id(1)), Some(&id(2)));
+        assert!(!r.contains_key(&id(2)), "the newest stays primary");
+    }
+
+    #[test]
+    fn a_renamed_device_is_found_through_its_aad_device_id() {
+        let d = [
+            key(1, Some("old-name"), Some(AAD), 2),
+            key(2, Some("new-name"), Some(AAD), 5),
+        ];
+        assert_eq!(resolve(&d).get(&id(1)), Some(&id(2)));
+    }
+
+    #[test]
+    fn groups_join_transitively_and_keep_one_primary() {
+        let other = "11111111-2222-4333-8444-555555555555";
+        let d = [
+            key(1, Some("a"), Some(AAD), 1),
+            key(2, Some("a"), Some(other), 3),
+            key(3, Some("b"), Some(other), 7),
+            key(4, Some("unrelated"), None, 8),
+        ];
+        let r = resolve(&d);
+        assert_eq!(r.get(&id(1)), Some(&id(3)));
+        assert_eq!(r.get(&id(2)), Some(&id(3)));
+        assert!(!r.contains_key(&id(3)));
+        assert!(!r.contains_key(&id(4)));
+    }
+
+    #[test]
+    fn defenders_merged_into_verdict_wins() {
+        let mut d = key(1, Some("x"), None, 9);
+        d.merged_into = Some(id(7));
+        assert_eq!(resolve(&[d]).get(&id(1)), Some(&id(7)));
+    }
+
+    #[test]
+    fn generic_names_and_nil_aad_ids_do_not_group_devices() {
+        let nil = "00000000-0000-0000-0000-000000000000";
+        let d = [
+            key(1, Some("localhost"), Some(nil), 1),
+            key(2, Some("LOCALHOST"), Some(nil), 2),
+        ];
+        assert!(resolve(&d).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn every_duplicate_points_at_a_primary_that_is_not_itself_a_duplicate(
+            specs in proptest::collection::vec((0u8..6, 0u8..4, 0u8..30), 0..40)
+        ) {
+            let names = ["a", "b", "c", "d", "e", "f"];
+            let aads = [
+                "10000000-0000-4000-8000-000000000001",
+                "10000000-0000-4000-8000-000000000002",
+                "10000000-0000-4000-8000-000000000003",
+            ];
+            let devices: Vec<DupKey> = specs
+                .iter()
+                .enumerate()
+                .map(|(i, (n, a, day))| {
+                    let aad = aads.get(usize::from(*a)).copied();
+                    key(u8::try_from(i).unwrap_or(0), Some(names[usize::from(*n)]), aad, *day)
+                })
+                .collect();
+            let r = resolve(&devices);
+            for (dup, primary) in &r {
+                prop_assert_ne!(dup, primary);
+                prop_assert!(!r.contains_key(primary), "chains are flattened");
+            }
+            // Two devices with the same name always end with the same primary.
+            let primary_of = |m: &MachineId| r.get(m).cloned().unwrap_or_else(|| m.clone());
+            for a in &devices {
+                for b in &devices {
+                    if a.name == b.name {
+                        prop_assert_eq!(primary_of(&a.machine_id), primary_of(&b.machine_id));
+                    }
+                }
+            }
+        }
+    }
+}
