@@ -1,5 +1,6 @@
 //! Clients of the outside services; wire DTOs stay here and convert into domain types.
 
+pub mod budget;
 pub mod credentials;
 pub mod http;
 pub mod identity;
