@@ -2,6 +2,7 @@
 
 pub mod budget;
 pub mod credentials;
+pub mod defender;
 pub mod http;
 pub mod identity;
 pub mod keyvault;
