@@ -3,6 +3,7 @@
 pub mod budget;
 pub mod credentials;
 pub mod defender;
+pub mod graph;
 pub mod http;
 pub mod identity;
 pub mod keyvault;
