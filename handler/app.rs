@@ -19,6 +19,11 @@ use tracing::Instrument;
 
 use anyhow::Context;
 
+use time::OffsetDateTime;
+
+use crate::clients::budget::{Budget, BudgetLimits};
+use crate::clients::credentials::{CredentialProvider, CredentialSettings};
+use crate::clients::defender::{DefenderClient, DefenderSettings};
 use crate::clients::http::{HttpSettings, build_client, sdk_client_options};
 use crate::clients::identity::AppIdentity;
 use crate::clients::keyvault::{KeyVault, KeyVaultSettings};
@@ -26,6 +31,7 @@ use crate::clients::tables::{TableOptions, TableService};
 use crate::config::Config;
 use crate::functions;
 use crate::host::Invocation;
+use crate::store::tenants::Tenant;
 
 /// Everything a function needs; cheap to clone.
 #[derive(Clone)]
@@ -41,7 +47,29 @@ pub struct Services {
     pub identity: AppIdentity,
     pub tables: TableService,
     /// `None` when `KEY_VAULT_URI` is not set.
-    pub vault: Option<KeyVault>,
+    pub vault: Option<Arc<KeyVault>>,
+    /// Per-tenant tokens for Defender and Graph.
+    pub credentials: Arc<CredentialProvider>,
+    /// The shared Defender rate budget, created on first use (it needs its table).
+    budget: tokio::sync::OnceCell<Arc<Budget>>,
+    /// This instance's name in the budget's lease (`WEBSITE_INSTANCE_ID` in Azure).
+    instance: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The time source; tests of time-dependent rules use a fixed one.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
 }
 
 impl AppState {
@@ -64,16 +92,28 @@ impl AppState {
         )
         .context("setting up Table Storage (AzureWebJobsStorage)")?;
         let vault = match &config.key_vault_uri {
-            Some(uri) => Some(
+            Some(uri) => Some(Arc::new(
                 KeyVault::new(
                     &KeyVaultSettings::new(uri.clone(), config.key_vault_verify_challenge_resource),
                     identity.credential(),
                     sdk_client_options(&http),
                 )
                 .context("setting up the Key Vault client (KEY_VAULT_URI)")?,
-            ),
+            )),
             None => None,
         };
+        let credentials = Arc::new(CredentialProvider::new(
+            &CredentialSettings {
+                authority_host: config.authority_host.clone(),
+            },
+            sdk_client_options(&http),
+            vault.clone(),
+            Some(identity.clone()),
+        ));
+        let instance = std::env::var("WEBSITE_INSTANCE_ID")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("local-{}", uuid::Uuid::new_v4().simple()));
         Ok(Self {
             inner: Arc::new(Services {
                 config,
@@ -81,6 +121,10 @@ impl AppState {
                 identity,
                 tables,
                 vault,
+                credentials,
+                budget: tokio::sync::OnceCell::new(),
+                instance,
+                clock: Arc::new(SystemClock),
             }),
         })
     }
@@ -94,7 +138,52 @@ impl AppState {
     }
 
     pub fn vault(&self) -> Option<&KeyVault> {
-        self.inner.vault.as_ref()
+        self.inner.vault.as_deref()
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// The shared Defender rate budget (100/min, 1,500/h per tenant app).
+    ///
+    /// # Errors
+    /// When its table can't be created.
+    pub async fn budget(&self) -> anyhow::Result<Arc<Budget>> {
+        let budget = self
+            .inner
+            .budget
+            .get_or_try_init(|| async {
+                Budget::new(
+                    &self.inner.tables,
+                    BudgetLimits::default(),
+                    self.inner.instance.clone(),
+                    Arc::new(crate::clients::budget::SystemClock),
+                )
+                .await
+                .map(Arc::new)
+            })
+            .await
+            .context("opening the Defender rate budget")?;
+        Ok(budget.clone())
+    }
+
+    /// A Defender client for one tenant, within the shared budget.
+    ///
+    /// # Errors
+    /// When the budget can't be opened.
+    pub async fn defender(&self, tenant: &Tenant) -> anyhow::Result<DefenderClient> {
+        let base = tenant
+            .defender_api_base
+            .clone()
+            .unwrap_or_else(|| self.inner.config.defender_api_base.clone());
+        Ok(DefenderClient::new(
+            self.inner.http.clone(),
+            DefenderSettings::new(base),
+            self.inner.credentials.clone(),
+            tenant.auth.clone(),
+            Some(self.budget().await?),
+        ))
     }
 
     pub fn services(&self) -> &Services {

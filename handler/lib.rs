@@ -8,6 +8,7 @@
 //! - [`host`]: the custom-handler wire protocol (envelopes, double decoding, answers).
 //! - [`functions`]: one module per `functions/<Name>` folder, and their catalog.
 //! - [`domain`]: validated ids and pure logic (no I/O).
+//! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
 
 pub mod app;
@@ -17,4 +18,5 @@ pub mod domain;
 pub mod error;
 pub mod functions;
 pub mod host;
+pub mod store;
 pub mod telemetry;

@@ -77,7 +77,7 @@ pub fn resolve(devices: &[DupKey]) -> HashMap<MachineId, MachineId> {
         }
         i
     }
-    let mut union = |parent: &mut Vec<usize>, a: usize, b: usize| {
+    let union = |parent: &mut Vec<usize>, a: usize, b: usize| {
         let (ra, rb) = (find(parent, a), find(parent, b));
         if ra != rb {
             parent[ra] = rb;

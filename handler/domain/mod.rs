@@ -1,7 +1,10 @@
 //! Validated types and pure logic (sync rules, duplicates, request states); no I/O here.
 
+pub mod channel;
 pub mod device;
 pub mod duplicates;
 pub mod ids;
+pub mod notification;
 
+pub use channel::{Channel, ChannelSet};
 pub use ids::{IdError, IncidentId, MachineId, RequestId, TenantId};

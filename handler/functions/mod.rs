@@ -3,7 +3,13 @@
 //! The catalog repeats what `functions/*/function.json` declares; a contract test checks the
 //! two agree, so a renamed binding can't silently drop an output.
 
+pub mod body;
+pub mod devices;
 pub mod health;
+pub mod jobs;
+pub mod sync_scheduler;
+pub mod sync_tenant;
+pub mod tenants;
 
 use crate::app::AppState;
 use crate::error::{ApiError, InvocationFailure};
@@ -204,6 +210,14 @@ pub async fn invoke(
 ) -> Result<InvocationResponse, InvocationFailure> {
     match (spec.name, data) {
         ("Health", TriggerData::Http(_)) => Ok(health::handle(state).await),
+        ("Tenants", TriggerData::Http(req)) => {
+            Ok(http_answer(inv, tenants::handle(state, &req).await))
+        }
+        ("Devices", TriggerData::Http(req)) => {
+            Ok(http_answer(inv, devices::handle(state, &req).await))
+        }
+        ("SyncScheduler", TriggerData::Timer(_)) => sync_scheduler::handle(state).await,
+        ("SyncTenant", TriggerData::Queue(msg)) => sync_tenant::handle(state, &msg).await,
         _ => not_implemented(spec, inv),
     }
 }

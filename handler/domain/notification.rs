@@ -1,0 +1,120 @@
+//! The notification model: what producers put on the `notifications` queue and `Notify`
+//! renders for each channel. Every note carries a deterministic id, so a producer that runs
+//! twice emits the same id and `Notify` sends it once.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::ids::TenantId;
+
+/// Device lists in a note are capped: a queue message holds ~48 KB and a Teams card ~28 KB.
+pub const MAX_DEVICES_PER_NOTE: usize = 25;
+
+/// One notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Note {
+    /// Deterministic: the same event always gets the same id.
+    pub id: String,
+    pub tenant_id: TenantId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A device named in a note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRef {
+    pub machine_id: String,
+    pub name: Option<String>,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Event {
+    /// An offboard request reached a final state.
+    OffboardResult {
+        request_id: String,
+        machine_id: String,
+        device_name: Option<String>,
+        status: String,
+        message: Option<String>,
+        action_id: Option<String>,
+    },
+    /// A new incident at or above the configured severity.
+    IncidentNew {
+        incident_id: String,
+        title: String,
+        severity: String,
+        status: String,
+        url: Option<String>,
+        devices: Vec<DeviceRef>,
+    },
+    /// A known incident changed status, severity, classification or assignment.
+    IncidentChanged {
+        incident_id: String,
+        title: String,
+        severity: String,
+        status: String,
+        changes: Vec<String>,
+        url: Option<String>,
+    },
+    /// Devices seen for the first time by a sync.
+    DevicesOnboarded {
+        run_id: String,
+        count: u64,
+        devices: Vec<DeviceRef>,
+    },
+    /// Devices that turned stale in a sync.
+    DevicesStale {
+        run_id: String,
+        count: u64,
+        stale_after_days: u32,
+        devices: Vec<DeviceRef>,
+    },
+    /// A tenant's sync could not run.
+    SyncFailed { run_id: String, message: String },
+}
+
+impl Note {
+    #[must_use]
+    pub fn to_message(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_note_round_trips_through_its_queue_text() {
+        let note = Note {
+            id: "sync-x-onboarded".into(),
+            tenant_id: TenantId::parse("8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c").unwrap(),
+            at: datetime!(2026-11-29 07:00 UTC),
+            event: Event::DevicesOnboarded {
+                run_id: "sync-x".into(),
+                count: 1,
+                devices: vec![DeviceRef {
+                    machine_id: "ab".repeat(20),
+                    name: Some("pc-01".into()),
+                }],
+            },
+        };
+        let text = note.to_message();
+        assert!(text.contains("\"kind\":\"devicesOnboarded\""));
+        assert!(text.contains("\"runId\":\"sync-x\""));
+        let back: Note = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, note);
+    }
+}

@@ -1,0 +1,302 @@
+//! `Tenants` (admin key): register, read, list and disable customer tenants.
+//!
+//! PUT validates everything before writing (GUIDs, auth mode, that the secret exists in
+//! Key Vault) and queues a first sync when a tenant is created or re-enabled.
+
+use serde_json::{Value, json};
+use url::Url;
+
+use super::body::{JsonBody, truncate};
+use super::jobs::SyncJob;
+use super::queues;
+use crate::app::AppState;
+use crate::clients::credentials::{AuthMode, TenantAuth};
+use crate::clients::keyvault::KeyVaultError;
+use crate::clients::tables::TableError;
+use crate::config::SecretName;
+use crate::domain::{ChannelSet, TenantId};
+use crate::error::ApiError;
+use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
+use crate::store::tenants::{self, Tenant};
+use crate::store::{self, names};
+
+const BODY_LIMIT: usize = 16 * 1024;
+const FIELDS: &[&str] = &[
+    "displayName",
+    "clientId",
+    "authMode",
+    "secretName",
+    "enabled",
+    "defenderApiBase",
+    "notifyChannels",
+];
+
+/// GET / PUT / DELETE /api/tenants/{tenantId?}.
+///
+/// # Errors
+/// [`ApiError`] for the caller.
+pub async fn handle(
+    state: &AppState,
+    req: &HttpRequestData,
+) -> Result<InvocationResponse, ApiError> {
+    let tenant_id = match req.param("tenantId") {
+        Some(raw) => Some(
+            TenantId::parse(raw)
+                .map_err(|e| ApiError::bad_request("InvalidTenantId", e.to_string()))?,
+        ),
+        None => None,
+    };
+    if let Some(t) = &tenant_id {
+        tracing::Span::current().record("tenant.id", t.as_str());
+    }
+    let table = store::open(state.tables(), names::TENANTS)
+        .await
+        .map_err(storage)?;
+    match (req.method.as_str(), tenant_id) {
+        ("GET", None) => {
+            let all = tenants::list(&table, false).await.map_err(storage)?;
+            let items: Vec<Value> = all.iter().map(to_json).collect();
+            Ok(InvocationResponse::http(&HttpResponse::json(
+                200,
+                &json!({ "items": items }),
+            )))
+        }
+        ("GET", Some(id)) => match tenants::get(&table, &id).await.map_err(storage)? {
+            Some(v) => Ok(InvocationResponse::http(&HttpResponse::json(
+                200,
+                &to_json(&v.tenant),
+            ))),
+            None => Err(unknown(&id)),
+        },
+        ("PUT", Some(id)) => put(state, &table, id, req).await,
+        ("DELETE", Some(id)) => disable(state, &table, &id).await,
+        ("PUT" | "DELETE", None) => Err(ApiError::bad_request(
+            "MissingTenantId",
+            "the route needs a tenant id: /api/tenants/{tenantId}",
+        )),
+        (m, _) => Err(ApiError::MethodNotAllowed {
+            message: format!("{m} is not supported here (GET, PUT, DELETE)"),
+        }),
+    }
+}
+
+fn unknown(id: &TenantId) -> ApiError {
+    ApiError::not_found("TenantNotFound", format!("tenant {id} is not registered"))
+}
+
+pub(crate) fn storage(e: TableError) -> ApiError {
+    ApiError::Internal(anyhow::Error::new(e).context("Table Storage"))
+}
+
+/// The registration fields of a PUT body, validated.
+struct Registration {
+    auth: TenantAuth,
+    display_name: String,
+    enabled: bool,
+    defender_api_base: Option<Url>,
+    notify_channels: ChannelSet,
+}
+
+fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, ApiError> {
+    body.only(FIELDS)?;
+    let display_name = body.str("displayName")?;
+    if display_name.chars().count() > 256 {
+        return Err(ApiError::bad_request(
+            "InvalidField",
+            "displayName must be at most 256 characters",
+        ));
+    }
+    let client_id = body.str("clientId")?;
+    let mode_raw = body.str("authMode")?;
+    let mode = AuthMode::parse(&mode_raw).map_err(|_| {
+        ApiError::bad_request(
+            "InvalidAuthMode",
+            format!(
+                "authMode must be 'secret' or 'federated', not '{}'",
+                truncate(&mode_raw)
+            ),
+        )
+    })?;
+    let secret_name =
+        match body.opt_str("secretName")? {
+            Some(s) => Some(SecretName::parse(&s).map_err(|e| {
+                ApiError::bad_request("InvalidSecretName", format!("secretName {e}"))
+            })?),
+            None => None,
+        };
+    let auth = TenantAuth::new(id, &client_id, mode, secret_name).map_err(|e| {
+        let code = match e {
+            crate::clients::credentials::TenantAuthError::InvalidClientId => "InvalidClientId",
+            crate::clients::credentials::TenantAuthError::MissingSecretName => "MissingSecretName",
+            crate::clients::credentials::TenantAuthError::UnknownMode(_) => "InvalidAuthMode",
+        };
+        ApiError::bad_request(code, e.to_string())
+    })?;
+    let defender_api_base = match body.opt_str("defenderApiBase")? {
+        Some(raw) => {
+            let url = Url::parse(&raw)
+                .ok()
+                .filter(|u| u.scheme() == "https" && u.host_str().is_some())
+                .ok_or_else(|| {
+                    ApiError::bad_request("InvalidField", "defenderApiBase must be an https:// URL")
+                })?;
+            Some(url)
+        }
+        None => None,
+    };
+    let notify_channels = match body.opt_list("notifyChannels")? {
+        Some(names) => ChannelSet::from_names(names.iter().map(String::as_str))
+            .map_err(|e| ApiError::bad_request("InvalidField", format!("notifyChannels: {e}")))?,
+        None => ChannelSet::default(),
+    };
+    Ok(Registration {
+        auth,
+        display_name,
+        enabled: body.opt_bool("enabled")?.unwrap_or(true),
+        defender_api_base,
+        notify_channels,
+    })
+}
+
+async fn put(
+    state: &AppState,
+    table: &crate::clients::tables::TableClient,
+    id: TenantId,
+    req: &HttpRequestData,
+) -> Result<InvocationResponse, ApiError> {
+    let body = JsonBody::parse(req, BODY_LIMIT)?;
+    let reg = parse_registration(id.clone(), &body)?;
+    check_secret_exists(state, &reg.auth).await?;
+
+    let now = state.now();
+    let existing = tenants::get(table, &id).await.map_err(storage)?;
+    let mut tenant = Tenant {
+        auth: reg.auth,
+        display_name: reg.display_name,
+        enabled: reg.enabled,
+        defender_api_base: reg.defender_api_base,
+        notify_channels: reg.notify_channels,
+        created_at: now,
+        updated_at: now,
+    };
+    let (status, queue_sync) = match existing {
+        None => match tenants::insert(table, &tenant).await {
+            Ok(()) => (201, tenant.enabled),
+            // A concurrent PUT created it first: ours is the later write.
+            Err(TableError::Conflict { .. }) => {
+                tenants::update(table, &tenant, None)
+                    .await
+                    .map_err(storage)?;
+                (200, false)
+            }
+            Err(e) => return Err(storage(e)),
+        },
+        Some(old) => {
+            tenant.created_at = old.tenant.created_at;
+            match tenants::update(table, &tenant, old.etag).await {
+                Ok(()) => {}
+                Err(TableError::PreconditionFailed { .. }) => {
+                    return Err(ApiError::conflict(
+                        "ConcurrentUpdate",
+                        "the tenant was changed by another request at the same time; retry",
+                        None,
+                    ));
+                }
+                Err(e) => return Err(storage(e)),
+            }
+            (200, tenant.enabled && !old.tenant.enabled)
+        }
+    };
+    // The client secret may have been rotated along with this registration.
+    state.services().credentials.forget(&tenant.auth);
+    tracing::info!(status, first_sync = queue_sync, "tenant registered");
+
+    let mut answer = InvocationResponse::http(&HttpResponse::json(status, &to_json(&tenant)));
+    if queue_sync {
+        let job = SyncJob::new(&id, "registered", now);
+        answer = answer.with_queue("jobs", vec![job.to_message()]);
+        let _ = queues::DEVICE_SYNC;
+    }
+    Ok(answer)
+}
+
+/// A `secret` tenant's secret must exist before the tenant is accepted: finding out at the
+/// first sync, hours later, is worse.
+async fn check_secret_exists(state: &AppState, auth: &TenantAuth) -> Result<(), ApiError> {
+    let Some(name) = auth.secret_name() else {
+        return Ok(());
+    };
+    let Some(vault) = state.vault() else {
+        return Err(ApiError::bad_request(
+            "KeyVaultNotConfigured",
+            "authMode 'secret' needs Key Vault, but KEY_VAULT_URI is not set for this app",
+        ));
+    };
+    match vault.fetch(name).await {
+        Ok(_) => Ok(()),
+        Err(KeyVaultError::SecretNotFound { .. } | KeyVaultError::Empty { .. }) => {
+            Err(ApiError::bad_request(
+                "SecretNotFound",
+                format!(
+                    "secretName '{name}' does not exist in Key Vault (or is empty); store the client secret there first"
+                ),
+            ))
+        }
+        Err(e) if e.is_transient() => Err(ApiError::Unavailable(
+            "Key Vault is not reachable right now; retry later".into(),
+        )),
+        Err(e) => Err(ApiError::Internal(
+            anyhow::Error::new(e).context("checking the tenant's secret in Key Vault"),
+        )),
+    }
+}
+
+async fn disable(
+    state: &AppState,
+    table: &crate::clients::tables::TableClient,
+    id: &TenantId,
+) -> Result<InvocationResponse, ApiError> {
+    let Some(mut v) = tenants::get(table, id).await.map_err(storage)? else {
+        return Err(unknown(id));
+    };
+    if v.tenant.enabled {
+        v.tenant.enabled = false;
+        v.tenant.updated_at = state.now();
+        match tenants::update(table, &v.tenant, v.etag).await {
+            Ok(()) => {}
+            Err(TableError::PreconditionFailed { .. }) => {
+                return Err(ApiError::conflict(
+                    "ConcurrentUpdate",
+                    "the tenant was changed by another request at the same time; retry",
+                    None,
+                ));
+            }
+            Err(e) => return Err(storage(e)),
+        }
+        tracing::info!("tenant disabled; its data is kept");
+    }
+    Ok(InvocationResponse::http(&HttpResponse::json(
+        200,
+        &to_json(&v.tenant),
+    )))
+}
+
+fn to_json(t: &Tenant) -> Value {
+    json!({
+        "tenantId": t.id().as_str(),
+        "displayName": t.display_name,
+        "clientId": t.auth.client_id(),
+        "authMode": t.auth.mode().as_str(),
+        "secretName": t.auth.secret_name().map(SecretName::as_str),
+        "enabled": t.enabled,
+        "defenderApiBase": t.defender_api_base.as_ref().map(Url::as_str),
+        "notifyChannels": t.notify_channels.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "createdAt": rfc3339(t.created_at),
+        "updatedAt": rfc3339(t.updated_at),
+    })
+}
+
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

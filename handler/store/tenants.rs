@@ -1,0 +1,163 @@
+//! `Tenants` rows: the customer tenants and how to reach their Defender.
+
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::clients::credentials::{AuthMode, TenantAuth};
+use crate::clients::tables::{Entity, IfMatch, TableClient, TableError, filter};
+use crate::config::SecretName;
+use crate::domain::{ChannelSet, TenantId};
+
+/// The partition every tenant row lives in (DESIGN §4).
+pub const PARTITION: &str = "tenant";
+
+/// A registered tenant. Holds a secret's *name*, never a secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub auth: TenantAuth,
+    pub display_name: String,
+    pub enabled: bool,
+    /// A regional or government MDE host; `None` = the app's `DEFENDER_API_BASE`.
+    pub defender_api_base: Option<Url>,
+    pub notify_channels: ChannelSet,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl Tenant {
+    pub fn id(&self) -> &TenantId {
+        self.auth.tenant_id()
+    }
+
+    fn to_entity(&self) -> Entity {
+        Entity::new(PARTITION, self.id().as_str())
+            .with("DisplayName", self.display_name.as_str())
+            .with("ClientId", self.auth.client_id())
+            .with("AuthMode", self.auth.mode().as_str())
+            .with(
+                "SecretName",
+                self.auth
+                    .secret_name()
+                    .map(SecretName::as_str)
+                    .unwrap_or_default(),
+            )
+            .with("Enabled", self.enabled)
+            .with(
+                "DefenderApiBase",
+                self.defender_api_base
+                    .as_ref()
+                    .map(Url::as_str)
+                    .unwrap_or_default(),
+            )
+            .with("NotifyChannels", self.notify_channels.to_stored())
+            .with("CreatedAt", self.created_at)
+            .with("UpdatedAt", self.updated_at)
+    }
+
+    fn from_entity(e: &Entity) -> Result<Self, TableError> {
+        let bad = |what: &str, why: String| {
+            TableError::Decode(format!("Tenants/{}: {what}: {why}", e.row_key))
+        };
+        let tenant_id = TenantId::parse(&e.row_key).map_err(|x| bad("RowKey", x.to_string()))?;
+        let mode_raw: String = e.require("AuthMode")?;
+        let mode = AuthMode::parse(&mode_raw).map_err(|x| bad("AuthMode", x.to_string()))?;
+        let secret_name = match e
+            .optional::<String>("SecretName")?
+            .filter(|s| !s.is_empty())
+        {
+            Some(s) => Some(SecretName::parse(&s).map_err(|x| bad("SecretName", x))?),
+            None => None,
+        };
+        let client_id: String = e.require("ClientId")?;
+        let auth = TenantAuth::new(tenant_id, &client_id, mode, secret_name)
+            .map_err(|x| bad("auth", x.to_string()))?;
+        let defender_api_base = match e
+            .optional::<String>("DefenderApiBase")?
+            .filter(|s| !s.is_empty())
+        {
+            Some(s) => Some(Url::parse(&s).map_err(|x| bad("DefenderApiBase", x.to_string()))?),
+            None => None,
+        };
+        let notify_channels =
+            ChannelSet::parse(&e.optional::<String>("NotifyChannels")?.unwrap_or_default())
+                .map_err(|x| bad("NotifyChannels", x))?;
+        let now = OffsetDateTime::UNIX_EPOCH;
+        Ok(Self {
+            auth,
+            display_name: e.optional("DisplayName")?.unwrap_or_default(),
+            enabled: e.optional("Enabled")?.unwrap_or(false),
+            defender_api_base,
+            notify_channels,
+            created_at: e.optional("CreatedAt")?.unwrap_or(now),
+            updated_at: e.optional("UpdatedAt")?.unwrap_or(now),
+        })
+    }
+}
+
+/// A tenant read with its ETag, for a conditional update.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub tenant: Tenant,
+    pub etag: Option<crate::clients::tables::ETag>,
+}
+
+/// One tenant.
+///
+/// # Errors
+/// Storage failures, or a row that no longer decodes.
+pub async fn get(table: &TableClient, id: &TenantId) -> Result<Option<Versioned>, TableError> {
+    match table.get(PARTITION, id.as_str()).await? {
+        None => Ok(None),
+        Some(e) => Ok(Some(Versioned {
+            tenant: Tenant::from_entity(&e)?,
+            etag: e.etag.clone(),
+        })),
+    }
+}
+
+/// Every tenant (a handful to a few thousand: one partition, paged by the client).
+///
+/// # Errors
+/// Storage failures. A row that doesn't decode is skipped with a warning, so one bad row
+/// can't stop every tenant's sync.
+pub async fn list(table: &TableClient, only_enabled: bool) -> Result<Vec<Tenant>, TableError> {
+    let mut f = filter::eq("PartitionKey", PARTITION);
+    if only_enabled {
+        f = filter::and(&f, &filter::eq("Enabled", true));
+    }
+    let rows = table.query_all(Some(&f), None).await?;
+    Ok(rows
+        .iter()
+        .filter_map(|e| match Tenant::from_entity(e) {
+            Ok(t) => Some(t),
+            Err(err) => {
+                tracing::warn!(tenant.id = %e.row_key, error = %err, "skipping an unreadable Tenants row");
+                None
+            }
+        })
+        .collect())
+}
+
+/// Creates the tenant.
+///
+/// # Errors
+/// [`TableError::Conflict`] when it already exists.
+pub async fn insert(table: &TableClient, tenant: &Tenant) -> Result<(), TableError> {
+    table.insert(&tenant.to_entity()).await.map(drop)
+}
+
+/// Replaces the tenant if its row still has `etag`.
+///
+/// # Errors
+/// [`TableError::PreconditionFailed`] when someone else changed it first.
+pub async fn update(
+    table: &TableClient,
+    tenant: &Tenant,
+    etag: Option<crate::clients::tables::ETag>,
+) -> Result<(), TableError> {
+    let if_match = etag.map_or(IfMatch::Any, IfMatch::Etag);
+    table
+        .update_replace(&tenant.to_entity(), if_match)
+        .await
+        .map(drop)
+}
