@@ -28,6 +28,10 @@ fn storage_connection_string() -> String {
     STARTED.get_or_init(start_azurite).clone()
 }
 
+#[expect(
+    clippy::zombie_processes,
+    reason = "the watchdog shell outlives this call on purpose: it stops Azurite when the test process exits"
+)]
 fn start_azurite() -> String {
     let port = free_port();
     let prefix = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/azurite");
@@ -90,10 +94,8 @@ fn unreachable_service() -> TableService {
         "AccountName=devstoreaccount1;AccountKey={DEV_KEY};TableEndpoint=http://127.0.0.1:{}/devstoreaccount1",
         free_port()
     );
-    let options = TableOptions {
-        max_attempts: 1,
-        ..TableOptions::with_prefix("t")
-    };
+    let mut options = TableOptions::with_prefix("t");
+    options.retry.max_retries = 0;
     let cs = ConnectionString::parse(&cs).expect("connection string");
     TableService::from_connection_string(&cs, options).expect("service")
 }

@@ -1,17 +1,16 @@
-//! One request to the service: URL, headers, SharedKeyLite or bearer auth, retries with
-//! backoff, and the mapping of error answers to [`TableError`].
+//! One request to the service: URL, headers, SharedKeyLite or bearer auth (retries come from
+//! the shared `clients::http` loop), and the mapping of error answers to [`TableError`].
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
 use base64::Engine as _;
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use reqwest::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, IF_MATCH, RETRY_AFTER,
-};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, IF_MATCH};
 use reqwest::{Method, StatusCode};
 use sha2::Sha256;
 use time::OffsetDateTime;
@@ -19,6 +18,7 @@ use url::Url;
 
 use super::error::parse_error_body;
 use super::{IfMatch, TableError};
+use crate::clients::http::{RetryPolicy, SendError, error_chain, send_with_retry};
 
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 const API_VERSION: &str = "2019-02-02";
@@ -42,29 +42,6 @@ impl fmt::Debug for Auth {
             Self::SharedKeyLite { account, .. } => write!(f, "SharedKeyLite({account})"),
             Self::Bearer(_) => f.write_str("Bearer"),
         }
-    }
-}
-
-/// Retry bounds: exponential backoff with jitter on 408, 429, 5xx and transport failures.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-}
-
-impl RetryPolicy {
-    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        if let Some(d) = retry_after {
-            return d.min(self.max_backoff * 4);
-        }
-        let exp = self
-            .initial_backoff
-            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-            .min(self.max_backoff);
-        // Half fixed, half random: spreads the retries of many callers throttled together.
-        let half = exp / 2;
-        half + half.mul_f64(rand::random::<f64>())
     }
 }
 
@@ -162,10 +139,13 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    /// Sends `req`, retrying transient failures; returns the final answer whatever its status.
+    /// Sends `req` through the shared retry loop (`clients::http::send_with_retry`: 408,
+    /// 429, 5xx, timeouts and connection failures); returns the final answer whatever its
+    /// status. Every attempt is signed anew (fresh `x-ms-date`, fresh token).
     ///
-    /// Transient: 408, 429, 500, 502, 503, 504, connection failures and timeouts. An attempt
-    /// that may have reached the service (timeout, reset, 5xx) marks the reply `retried`.
+    /// Table writes are sent as retryable even when not idempotent (an insert, a batch):
+    /// the reply's `retried` flag then lets a `Conflict` or `PreconditionFailed` say that an
+    /// earlier attempt may have been applied.
     pub async fn send(&self, req: &Request<'_>) -> Result<Reply, TableError> {
         let mut url = String::with_capacity(self.base.len() + req.path.len() + req.query.len() + 2);
         url.push_str(&self.base);
@@ -177,61 +157,47 @@ impl Pipeline {
         }
         let url =
             Url::parse(&url).map_err(|e| TableError::InvalidConfig(format!("request URL: {e}")))?;
-        let max_attempts = if req.retry {
-            self.retry.max_attempts.max(1)
-        } else {
-            1
+        let once = RetryPolicy {
+            max_retries: 0,
+            ..self.retry.clone()
         };
-        let mut retried = false;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let started = Instant::now();
-            let result = self.attempt(req, &url).await?;
-            let elapsed_ms = started.elapsed().as_millis();
-            let (retry_after, ambiguous, failure) = match result {
-                Ok(reply) => {
-                    let status = reply.status.as_u16();
-                    tracing::debug!(http.method = %req.method, status, attempt, duration_ms = elapsed_ms, "table storage request");
-                    if !matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
-                        || attempt >= max_attempts
-                    {
-                        return Ok(Reply { retried, ..reply });
-                    }
-                    let retry_after = reply
-                        .headers
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    (
-                        retry_after,
-                        !matches!(status, 408 | 429),
-                        format!("status {status}"),
-                    )
-                }
-                Err(e) => {
-                    let transient =
-                        e.is_connect() || e.is_timeout() || e.is_request() || e.is_body();
-                    if !transient || attempt >= max_attempts {
-                        return Err(TableError::Transport(e));
-                    }
-                    (None, !e.is_connect(), error_chain(&e))
-                }
-            };
-            retried |= ambiguous;
-            let delay = self.retry.delay(attempt, retry_after);
-            tracing::warn!(http.method = %req.method, attempt, delay_ms = delay.as_millis(), reason = %failure, "table storage request failed, retrying");
-            tokio::time::sleep(delay).await;
-        }
+        let policy = if req.retry { &self.retry } else { &once };
+        let attempts = AtomicU32::new(0);
+        let started = Instant::now();
+        let response = send_with_retry(policy, true, || {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            self.attempt(req, &url)
+        })
+        .await
+        .map_err(|e| match e {
+            SendError::Before(e) => e,
+            SendError::Transport { source, .. } => TableError::Transport(source),
+        })?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(TableError::Transport)?;
+        let attempts = attempts.into_inner();
+        tracing::debug!(
+            http.method = %req.method,
+            http.status = status.as_u16(),
+            attempts,
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "table storage request"
+        );
+        Ok(Reply {
+            status,
+            headers,
+            body,
+            retried: attempts > 1,
+        })
     }
 
-    /// One attempt: `Err` only for a token failure; transport errors are the inner `Err`.
+    /// One signed attempt: `Err` for a token failure, the inner `Err` for transport errors.
     async fn attempt(
         &self,
         req: &Request<'_>,
         url: &Url,
-    ) -> Result<Result<Reply, reqwest::Error>, TableError> {
+    ) -> Result<Result<reqwest::Response, reqwest::Error>, TableError> {
         let date = rfc1123(OffsetDateTime::now_utc());
         let mut headers = HeaderMap::with_capacity(10);
         headers.insert("x-ms-version", HeaderValue::from_static(API_VERSION));
@@ -279,36 +245,13 @@ impl Pipeline {
                 .header(CONTENT_TYPE, *content_type)
                 .body(body.clone());
         }
-        let response = match builder.send().await {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(e)),
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        Ok(response.bytes().await.map(|body| Reply {
-            status,
-            headers,
-            body,
-            retried: false,
-        }))
+        Ok(builder.send().await)
     }
 }
 
 fn header_value(text: &str) -> Result<HeaderValue, TableError> {
     HeaderValue::from_str(text)
         .map_err(|_| TableError::InvalidConfig("a header value is not valid ASCII".into()))
-}
-
-/// `Display` of an error and all its sources (the SDK's own message hides the cause).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// `Sun, 11 Oct 2009 21:49:13 GMT`.
@@ -388,29 +331,6 @@ mod tests {
         assert_eq!(
             sign(&mac, &to_sign),
             "93/O9wImtEepvwncdddgTJP9D7x/I7aXveg39e5tBWg="
-        );
-    }
-
-    #[test]
-    fn backoff_grows_is_bounded_and_honours_retry_after() {
-        let p = RetryPolicy {
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(1),
-        };
-        for attempt in 1..10 {
-            let d = p.delay(attempt, None);
-            let cap =
-                (Duration::from_millis(100) * 2_u32.pow(attempt - 1)).min(Duration::from_secs(1));
-            assert!(d >= cap / 2 && d <= cap, "{attempt}: {d:?}");
-        }
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(2))),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(600))),
-            Duration::from_secs(4)
         );
     }
 }

@@ -27,6 +27,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use url::Url;
 
+use crate::clients::http::{HttpSettings, RetryPolicy, build_client, error_chain};
 use crate::config::StorageSettings;
 
 pub use batch::{BatchOp, MAX_BATCH_OPERATIONS};
@@ -36,7 +37,7 @@ pub use error::{KeyKind, TableError};
 pub use keys::{validate_key, validate_table_name};
 pub use value::{ETag, EdmValue, Entity, FromEdm, TableEntity};
 
-use http::{Auth, Pipeline, Reply, Request, RetryPolicy};
+use http::{Auth, Pipeline, Reply, Request};
 use keys::{entity_path, percent_encode_into};
 use value::{decode_entity, encode_entity};
 
@@ -50,10 +51,8 @@ pub struct TableOptions {
     /// Limit of one attempt, connection to last byte.
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// Attempts per call, the first included (transient failures only).
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
+    /// Retries of transient failures (the shared policy; tables default to 3 retries).
+    pub retry: RetryPolicy,
     /// A client to share (one pool per process); `None` builds one with the timeouts above.
     pub http_client: Option<reqwest::Client>,
 }
@@ -64,9 +63,12 @@ impl Default for TableOptions {
             table_prefix: String::new(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(8),
+            retry: RetryPolicy {
+                max_retries: 3,
+                initial_delay: Duration::from_millis(250),
+                max_delay: Duration::from_secs(8),
+                max_retry_after: Duration::from_secs(30),
+            },
             http_client: None,
         }
     }
@@ -148,7 +150,7 @@ impl TableService {
                         ..ManagedIdentityCredentialOptions::default()
                     }))
                     .map_err(|e| {
-                        TableError::Auth(format!("managed identity: {}", http::error_chain(&e)))
+                        TableError::Auth(format!("managed identity: {}", error_chain(&e)))
                     })?;
                 Self::with_credential(table_service_uri, credential, options)
             }
@@ -193,13 +195,12 @@ impl TableService {
         }
         let http = match options.http_client {
             Some(client) => client,
-            None => reqwest::Client::builder()
-                .connect_timeout(options.connect_timeout)
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build()
-                .map_err(|e| {
-                    TableError::InvalidConfig(format!("HTTP client: {}", http::error_chain(&e)))
-                })?,
+            None => build_client(&HttpSettings {
+                request_timeout: options.timeout,
+                connect_timeout: options.connect_timeout,
+                ..HttpSettings::default()
+            })
+            .map_err(|e| TableError::InvalidConfig(format!("HTTP client: {}", error_chain(&e))))?,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -207,11 +208,7 @@ impl TableService {
                     http,
                     base: conn::base_url(endpoint),
                     auth,
-                    retry: RetryPolicy {
-                        max_attempts: options.max_attempts,
-                        initial_backoff: options.initial_backoff,
-                        max_backoff: options.max_backoff,
-                    },
+                    retry: options.retry,
                     timeout: options.timeout,
                 },
                 prefix: options.table_prefix,
