@@ -7,9 +7,7 @@ use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 use dev_host::config::{FunctionDef, Trigger};
-use dev_host::payload::{
-    self, Caller, HttpRequestData, QueueTriggerData, ScheduleStatus,
-};
+use dev_host::payload::{self, Caller, HttpRequestData, QueueTriggerData, ScheduleStatus};
 use serde_json::{Map, Value};
 
 fn contracts() -> PathBuf {
@@ -22,9 +20,13 @@ fn fixture(name: &str) -> Value {
 }
 
 fn example(function: &str) -> FunctionDef {
-    let text =
-        std::fs::read_to_string(contracts().join("examples").join(function).join("function.json"))
-            .unwrap();
+    let text = std::fs::read_to_string(
+        contracts()
+            .join("examples")
+            .join(function)
+            .join("function.json"),
+    )
+    .unwrap();
     let resolve = |_: &str| Some("0 */15 * * * *".to_string());
     FunctionDef::parse(function, &text, &resolve).unwrap()
 }
@@ -81,7 +83,11 @@ fn compare(ours: &Value, theirs: &Value, path: &str, diffs: &mut Vec<String>) {
 fn assert_same_shape(ours: &Value, theirs: &Value) {
     let mut diffs = Vec::new();
     compare(ours, theirs, "$", &mut diffs);
-    assert!(diffs.is_empty(), "differences:\n{}\nours: {ours:#}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "differences:\n{}\nours: {ours:#}",
+        diffs.join("\n")
+    );
 }
 
 #[test]
@@ -91,7 +97,11 @@ fn the_http_trigger_payload_matches_the_fixture() {
     let Trigger::Http { binding, route, .. } = &f.trigger else {
         panic!("OffboardDevice is http-triggered")
     };
-    let body = theirs["Data"]["req"]["Body"].as_str().unwrap().as_bytes().to_vec();
+    let body = theirs["Data"]["req"]["Body"]
+        .as_str()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
     let request = HttpRequestData {
         method: "POST".into(),
         url: "http://localhost:7071/api/devices/7c1f0b9d5a3e2f4c6b8a9d0e1f2a3b4c5d6e7f80/offboard?source=itsm".into(),
@@ -110,13 +120,29 @@ fn the_http_trigger_payload_matches_the_fixture() {
             "devices/7c1f0b9d5a3e2f4c6b8a9d0e1f2a3b4c5d6e7f80/offboard",
         ))
         .unwrap();
-    let ours = payload::http_payload(&f.name, binding, &request, &params, &Caller::AdminKey, Utc::now());
+    let ours = payload::http_payload(
+        &f.name,
+        binding,
+        &request,
+        &params,
+        &Caller::AdminKey,
+        Utc::now(),
+    );
     assert_same_shape(&ours, &theirs);
     // Exact values where the fixture is exact.
     assert_eq!(ours["Data"]["req"]["Query"], theirs["Data"]["req"]["Query"]);
-    assert_eq!(ours["Data"]["req"]["Headers"], theirs["Data"]["req"]["Headers"]);
-    assert_eq!(ours["Data"]["req"]["Params"], theirs["Data"]["req"]["Params"]);
-    assert_eq!(ours["Data"]["req"]["Identities"][0]["Claims"][0]["Value"], "Admin");
+    assert_eq!(
+        ours["Data"]["req"]["Headers"],
+        theirs["Data"]["req"]["Headers"]
+    );
+    assert_eq!(
+        ours["Data"]["req"]["Params"],
+        theirs["Data"]["req"]["Params"]
+    );
+    assert_eq!(
+        ours["Data"]["req"]["Identities"][0]["Claims"][0]["Value"],
+        "Admin"
+    );
     let mut our_meta = ours["Metadata"].as_object().unwrap().clone();
     let mut their_meta = theirs["Metadata"].as_object().unwrap().clone();
     our_meta.remove("sys");
@@ -128,7 +154,10 @@ fn the_http_trigger_payload_matches_the_fixture() {
 fn the_timer_payload_matches_the_fixture() {
     let theirs = fixture("timer-trigger.request.json");
     let f = example("SyncDevices");
-    let Trigger::Timer { binding, schedule, .. } = &f.trigger else {
+    let Trigger::Timer {
+        binding, schedule, ..
+    } = &f.trigger
+    else {
         panic!("SyncDevices is timer-triggered")
     };
     let last = Utc.with_ymd_and_hms(2024, 11, 5, 9, 0, 0).unwrap();
@@ -146,8 +175,14 @@ fn the_timer_payload_matches_the_fixture() {
         Utc::now(),
     );
     assert_same_shape(&ours, &theirs);
-    assert_eq!(ours["Data"]["timer"]["ScheduleStatus"]["Next"], "2024-11-05T09:15:00+00:00");
-    assert_eq!(ours["Data"]["timer"]["Schedule"], theirs["Data"]["timer"]["Schedule"]);
+    assert_eq!(
+        ours["Data"]["timer"]["ScheduleStatus"]["Next"],
+        "2024-11-05T09:15:00+00:00"
+    );
+    assert_eq!(
+        ours["Data"]["timer"]["Schedule"],
+        theirs["Data"]["timer"]["Schedule"]
+    );
 }
 
 #[test]
@@ -174,11 +209,13 @@ fn a_first_timer_run_has_the_dotnet_minimum_date() {
 fn the_queue_payload_matches_the_fixture() {
     let theirs = fixture("queue-trigger.request.json");
     let f = example("SyncTenant");
-    let Trigger::Queue { binding, binary, .. } = &f.trigger else {
+    let Trigger::Queue {
+        binding, binary, ..
+    } = &f.trigger
+    else {
         panic!("SyncTenant is queue-triggered")
     };
-    let text: String =
-        serde_json::from_str(theirs["Data"]["queueItem"].as_str().unwrap()).unwrap();
+    let text: String = serde_json::from_str(theirs["Data"]["queueItem"].as_str().unwrap()).unwrap();
     let inserted = Utc.with_ymd_and_hms(2024, 11, 5, 9, 15, 1).unwrap();
     let message = QueueTriggerData {
         id: Some("3c9a5e1f-7b2d-4f60-8e4a-0d5b6c7e8f91".into()),

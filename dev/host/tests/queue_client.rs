@@ -6,7 +6,10 @@ use std::time::Duration;
 use dev_host::{Azurite, QueueClient};
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 #[tokio::test]
@@ -34,11 +37,13 @@ async fn messages_round_trip_through_azurite_base64_encoded() {
     assert!(m.insertion_time.is_some() && m.expiration_time.is_some());
     assert!(m.next_visible_time.unwrap() > chrono::Utc::now());
     // Invisible now: nothing more to get, but still counted.
-    assert!(client
-        .get_messages(&queue, 32, Duration::from_secs(30))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        client
+            .get_messages(&queue, 32, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(client.message_count(&queue).await.unwrap(), 1);
 
     // Released with visibility 0: back at once, dequeue count 2.
@@ -77,7 +82,10 @@ async fn a_wrong_account_key_is_refused_by_the_service() {
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==",
     );
     let client = QueueClient::from_connection_string(&bad).unwrap();
-    let err = format!("{:#}", client.create_queue(&unique("auth")).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        client.create_queue(&unique("auth")).await.unwrap_err()
+    );
     assert!(err.contains("403"), "{err}");
 }
 

@@ -73,7 +73,9 @@ async fn invoke(Path(function): Path<String>, headers: HeaderMap, body: Bytes) -
             }},
             "Logs": ["echo answered"],
         })),
-        "AdminOnly" => json_answer(json!({"Outputs": {"res": {"statusCode": "201", "body": "made"}}})),
+        "AdminOnly" => {
+            json_answer(json!({"Outputs": {"res": {"statusCode": "201", "body": "made"}}}))
+        }
         "BadRes" => json_answer(json!({"Outputs": {"res": "SomeBlah"}})),
         "Plain" => (StatusCode::OK, "not json").into_response(),
         "Slow" => {
