@@ -110,10 +110,8 @@ fn bad_query(message: &str) -> Response {
 
 fn incident_json(i: &Incident, expand: bool) -> serde_json::Value {
     let mut v = serde_json::to_value(i).unwrap_or_default();
-    if !expand {
-        if let Some(o) = v.as_object_mut() {
-            o.remove("alerts");
-        }
+    if !expand && let Some(o) = v.as_object_mut() {
+        o.remove("alerts");
     }
     v
 }
@@ -183,10 +181,10 @@ pub(crate) async fn list_incidents(
         .map(|t| t.incidents.clone())
         .unwrap_or_default();
     drop(st);
-    if let (Some(f), Some(first)) = (&filter, items.first()) {
-        if let Err(e) = f.check_fields(first) {
-            return bad_query(&format!("Invalid filter clause: {e}"));
-        }
+    if let (Some(f), Some(first)) = (&filter, items.first())
+        && let Err(e) = f.check_fields(first)
+    {
+        return bad_query(&format!("Invalid filter clause: {e}"));
     }
     items.retain(|i| filter.as_ref().is_none_or(|f| f.matches(i)));
     items.sort_by(|a, b| {

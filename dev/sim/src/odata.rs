@@ -203,10 +203,11 @@ fn literal(lit: &str) -> Result<Val, String> {
         "null" => return Ok(Val::Null),
         _ => {}
     }
-    if lit.contains('-') && lit.len() >= 10 {
-        if let Some(t) = ts::parse(lit) {
-            return Ok(Val::Date(t));
-        }
+    if lit.contains('-')
+        && lit.len() >= 10
+        && let Some(t) = ts::parse(lit)
+    {
+        return Ok(Val::Date(t));
     }
     lit.parse::<f64>()
         .map(Val::Num)

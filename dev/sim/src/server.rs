@@ -262,13 +262,14 @@ async fn front(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -> R
             }
             None => {}
         }
-        if early.is_none() && f.is_mde() {
-            if let (Some(t), Some(c)) = (&tenant, &claims) {
-                let verdict = sh.lock().rate_check(t, &c.appid, f);
-                if let Err(retry) = verdict {
-                    record.fault = Some("rate limit".into());
-                    early = Some(throttled(f, retry));
-                }
+        if early.is_none()
+            && f.is_mde()
+            && let (Some(t), Some(c)) = (&tenant, &claims)
+        {
+            let verdict = sh.lock().rate_check(t, &c.appid, f);
+            if let Err(retry) = verdict {
+                record.fault = Some("rate limit".into());
+                early = Some(throttled(f, retry));
             }
         }
     }

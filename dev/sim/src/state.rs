@@ -373,7 +373,7 @@ impl State {
             .filter(|a| a.tenant == tenant)
             .map(|a| a.action.clone())
             .collect();
-        v.sort_by(|a, b| b.creation_date_time_utc.cmp(&a.creation_date_time_utc));
+        v.sort_by_key(|a| std::cmp::Reverse(a.creation_date_time_utc));
         v
     }
 
