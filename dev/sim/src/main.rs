@@ -67,7 +67,8 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
         }
         let path = dev_sim::tls::resolve_ca_path(dir.map(|d| d.join("ca.pem")));
         let ca = dev_sim::tls::TestCa::load_or_create(&path)?;
-        println!("SIM_CA={}", ca.cert_path().display());
+        let abs = std::fs::canonicalize(ca.cert_path()).unwrap_or_else(|_| ca.cert_path().into());
+        println!("SIM_CA={}", abs.display());
         return Ok(());
     }
     let mut config = SimConfig::default();
