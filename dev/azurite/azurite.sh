@@ -32,9 +32,17 @@ wait_up() { # port path
 
 stop() {
   if [[ -f "$pids_file" ]]; then
-    while read -r pid; do
-      [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
-    done <"$pids_file"
+    local pids pid i
+    pids="$(cat "$pids_file")"
+    for pid in $pids; do kill "$pid" 2>/dev/null || true; done
+    # Azurite closes gracefully on SIGTERM but may linger on open connections.
+    for i in $(seq 1 30); do
+      local alive=""
+      for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive=1; done
+      [[ -z "$alive" ]] && break
+      sleep 0.1
+    done
+    for pid in $pids; do kill -9 "$pid" 2>/dev/null || true; done
     rm -f "$pids_file"
   fi
 }
