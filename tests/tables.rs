@@ -1,9 +1,7 @@
 //! The Table Storage client against a real Azurite (never a fake): every operation the
 //! product relies on, with a unique `TABLE_PREFIX` per test.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use defender_ops::clients::tables::{
@@ -11,57 +9,14 @@ use defender_ops::clients::tables::{
     TableEntity, TableError, TableOptions, TableService, filter,
 };
 use defender_ops::config::StorageSettings;
+use dev_host::azurite::Azurite;
+use dev_host::storage::{DEV_ACCOUNT_KEY, azurite_connection_string};
 use time::macros::datetime;
 use uuid::Uuid;
 
-/// Azurite's public development key (Azurite's documentation).
-const DEV_KEY: &str =
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
-/// `DEFENDER_OPS_TEST_STORAGE`, or an Azurite started once for this test binary from
-/// `dev/azurite` (stopped by a watchdog when the test process exits).
-fn storage_connection_string() -> String {
-    static STARTED: OnceLock<String> = OnceLock::new();
-    if let Ok(cs) = std::env::var("DEFENDER_OPS_TEST_STORAGE") {
-        return cs;
-    }
-    STARTED.get_or_init(start_azurite).clone()
-}
-
-#[expect(
-    clippy::zombie_processes,
-    reason = "the watchdog shell outlives this call on purpose: it stops Azurite when the test process exits"
-)]
-fn start_azurite() -> String {
-    let port = free_port();
-    let prefix = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/azurite");
-    // setsid: npx and node share a process group that the watchdog kills as a whole.
-    let script = format!(
-        "setsid npx --prefix '{prefix}' azurite-table --tableHost 127.0.0.1 --tablePort {port} \
-         --inMemoryPersistence --silent & pid=$!; \
-         while kill -0 {parent} 2>/dev/null && kill -0 $pid 2>/dev/null; do sleep 1; done; \
-         kill -TERM -- -$pid 2>/dev/null",
-        parent = std::process::id()
-    );
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sh starts Azurite");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "Azurite did not listen on {port} within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    format!(
-        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={DEV_KEY};\
-         TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-    )
+/// `DEFENDER_OPS_TEST_STORAGE`, or the Azurite this test process shares.
+async fn storage_connection_string() -> String {
+    Azurite::shared().await.expect("Azurite for the tests")
 }
 
 fn free_port() -> u16 {
@@ -81,7 +36,7 @@ fn service_at(connection_string: &str, prefix: &str) -> TableService {
 }
 
 async fn new_table(logical: &str) -> TableClient {
-    let table = service_at(&storage_connection_string(), &unique_prefix())
+    let table = service_at(&storage_connection_string().await, &unique_prefix())
         .table(logical)
         .expect("valid name");
     table.create_if_not_exists().await.expect("table created");
@@ -90,10 +45,7 @@ async fn new_table(logical: &str) -> TableClient {
 
 /// A service whose endpoint refuses connections: proves a call failed before sending.
 fn unreachable_service() -> TableService {
-    let cs = format!(
-        "AccountName=devstoreaccount1;AccountKey={DEV_KEY};TableEndpoint=http://127.0.0.1:{}/devstoreaccount1",
-        free_port()
-    );
+    let cs = azurite_connection_string(free_port(), free_port());
     let mut options = TableOptions::with_prefix("t");
     options.retry.max_retries = 0;
     let cs = ConnectionString::parse(&cs).expect("connection string");
@@ -106,7 +58,7 @@ async fn count(table: &TableClient, filter: Option<&str>) -> usize {
 
 #[tokio::test]
 async fn create_if_not_exists_is_idempotent_within_and_across_processes() {
-    let cs = storage_connection_string();
+    let cs = storage_connection_string().await;
     let prefix = unique_prefix();
     let table = service_at(&cs, &prefix)
         .table("Devices")
@@ -292,7 +244,7 @@ async fn delete_removes_the_entity_and_reports_a_missing_one() {
 
 #[tokio::test]
 async fn a_missing_table_is_not_found() {
-    let service = service_at(&storage_connection_string(), &unique_prefix());
+    let service = service_at(&storage_connection_string().await, &unique_prefix());
     let table = service.table("Never").expect("valid name");
     let err = table.get("p", "r").await.expect_err("no table");
     assert!(
@@ -583,7 +535,7 @@ async fn filter_values_cannot_inject_expressions() {
 
 #[tokio::test]
 async fn ping_succeeds_on_azurite_and_fails_on_a_closed_port_or_a_wrong_key() {
-    service_at(&storage_connection_string(), "t")
+    service_at(&storage_connection_string().await, "t")
         .ping()
         .await
         .expect("Azurite answers");
@@ -595,7 +547,9 @@ async fn ping_succeeds_on_azurite_and_fails_on_a_closed_port_or_a_wrong_key() {
         "ping does not retry"
     );
 
-    let wrong_key = storage_connection_string().replace(DEV_KEY, "d3Jvbmcta2V5");
+    let wrong_key = storage_connection_string()
+        .await
+        .replace(DEV_ACCOUNT_KEY, "d3Jvbmcta2V5");
     let err = service_at(&wrong_key, "t")
         .ping()
         .await
