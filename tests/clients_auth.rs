@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clients_support::{CLIENT_ID, MDE_SCOPE, SECRET, SECRET_NAME, TENANT, tenant_auth, world};
 use defender_ops::clients::credentials::{AuthError, AuthMode, Scope, TenantAuth};
-use defender_ops::clients::http::{build_client, error_chain, sdk_client_options, HttpSettings};
+use defender_ops::clients::http::{HttpSettings, build_client, error_chain, sdk_client_options};
 use defender_ops::clients::identity::AppIdentity;
 use defender_ops::clients::keyvault::{KeyVault, KeyVaultError, KeyVaultSettings};
 use defender_ops::config::SecretName;
@@ -61,7 +61,10 @@ async fn a_wrong_secret_fails_with_an_error_naming_the_tenant_but_not_the_secret
         .await
         .expect_err("refused");
 
-    let AuthError::Rejected { tenant_id, aadsts, .. } = &error else {
+    let AuthError::Rejected {
+        tenant_id, aadsts, ..
+    } = &error
+    else {
         panic!("expected Rejected, got {error:?}");
     };
     assert_eq!(tenant_id.as_str(), TENANT);
@@ -109,7 +112,10 @@ async fn a_missing_key_vault_secret_is_a_clear_error_naming_it() {
         "{error:?}"
     );
     let text = error_chain(&error);
-    assert!(text.contains(TENANT) && text.contains(SECRET_NAME), "{text}");
+    assert!(
+        text.contains(TENANT) && text.contains(SECRET_NAME),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -123,7 +129,11 @@ async fn key_vault_reads_are_served_from_the_cache_within_the_ttl() {
         world.vault.get(&name).await.expect("cached secret");
     }
 
-    assert_eq!(vault_requests(&world), after_first, "cached reads hit the vault");
+    assert_eq!(
+        vault_requests(&world),
+        after_first,
+        "cached reads hit the vault"
+    );
     assert!(first.version.is_some());
     assert_eq!(secrecy::ExposeSecret::expose_secret(&first.value), SECRET);
 
@@ -149,7 +159,10 @@ async fn an_expired_cache_entry_is_read_again() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let again = vault.get(&name).await.expect("secret");
 
-    assert_eq!(secrecy::ExposeSecret::expose_secret(&again.value), "rotated");
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&again.value),
+        "rotated"
+    );
 }
 
 #[tokio::test]
@@ -159,8 +172,13 @@ async fn the_probe_accepts_a_secret_that_does_not_exist() {
 
     let missing = SecretName::parse("no-such-secret").expect("name");
     let error = world.vault.get(&missing).await.expect_err("missing");
-    assert!(matches!(error, KeyVaultError::SecretNotFound { ref name } if name == "no-such-secret"));
-    assert_eq!(error.to_string(), "Key Vault secret 'no-such-secret' does not exist");
+    assert!(
+        matches!(error, KeyVaultError::SecretNotFound { ref name } if name == "no-such-secret")
+    );
+    assert_eq!(
+        error.to_string(),
+        "Key Vault secret 'no-such-secret' does not exist"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +217,10 @@ async fn a_secret_tenant_without_a_vault_is_misconfigured() {
         .token(&tenant_auth(), Scope::Defender)
         .await
         .expect_err("no vault");
-    assert!(matches!(error, AuthError::Misconfigured { .. }), "{error:?}");
+    assert!(
+        matches!(error, AuthError::Misconfigured { .. }),
+        "{error:?}"
+    );
 }
 
 // ---- managed identity (child process) -----------------------------------------------------
@@ -226,7 +247,12 @@ async fn the_managed_identity_reads_key_vault_and_signs_in_federated_tenants() {
 
     let exe = std::env::current_exe().expect("test binary");
     let output = tokio::process::Command::new(exe)
-        .args(["--exact", "managed_identity_child", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "managed_identity_child",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, world.sim.base_url().as_str())
         .env("IDENTITY_ENDPOINT", world.sim.identity_endpoint().as_str())
         .env("IDENTITY_HEADER", world.sim.identity_header())
@@ -247,7 +273,10 @@ async fn the_managed_identity_reads_key_vault_and_signs_in_federated_tenants() {
         .iter()
         .filter(|r| r.family == Some(RouteFamily::Msi))
         .count();
-    assert_eq!(msi, 2, "one MI token for the vault, one for the token exchange");
+    assert_eq!(
+        msi, 2,
+        "one MI token for the vault, one for the token exchange"
+    );
     assert_eq!(
         world
             .sim
@@ -276,7 +305,10 @@ async fn managed_identity_child() {
         )
         .expect("vault"),
     );
-    vault.probe().await.expect("vault reachable with the managed identity");
+    vault
+        .probe()
+        .await
+        .expect("vault reachable with the managed identity");
 
     let provider = defender_ops::clients::credentials::CredentialProvider::new(
         &defender_ops::clients::credentials::CredentialSettings {

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clients_support::{TENANT, machine_id, tenant_id, world};
-use defender_ops::clients::budget::{
-    Budget, BudgetError, BudgetLimits, SystemClock, WindowLimit,
-};
+use defender_ops::clients::budget::{Budget, BudgetError, BudgetLimits, SystemClock, WindowLimit};
 use defender_ops::clients::defender::{DefenderClient, DefenderSettings};
 use defender_ops::clients::tables::{ConnectionString, TableOptions, TableService};
 use defender_ops::domain::MachineId;
@@ -120,7 +118,11 @@ async fn a_used_up_budget_fails_fast_when_the_wait_exceeds_the_cap() {
     }
     let error = budget.acquire(&tenant).await.expect_err("used up");
 
-    let BudgetError::Exhausted { retry_after, tenant_id } = error else {
+    let BudgetError::Exhausted {
+        retry_after,
+        tenant_id,
+    } = error
+    else {
         panic!("expected Exhausted, got {error:?}");
     };
     assert_eq!(tenant_id.as_str(), TENANT);

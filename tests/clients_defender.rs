@@ -75,16 +75,20 @@ async fn a_full_page_without_a_next_link_is_followed_by_a_skip_request() {
         .into_iter()
         .rfind(|r| r.family == Some(RouteFamily::Machines))
         .expect("a machines request");
-    assert!(last.path_and_query.contains("skip=20"), "{}", last.path_and_query);
+    assert!(
+        last.path_and_query.contains("skip=20"),
+        "{}",
+        last.path_and_query
+    );
 }
 
 #[tokio::test]
 async fn a_filter_is_sent_and_applied() {
     let world = world().await;
     seed(&world, 5);
-    world
-        .sim
-        .update_machine(TENANT, &machine_id(3), |m| m.health_status = "Inactive".into());
+    world.sim.update_machine(TENANT, &machine_id(3), |m| {
+        m.health_status = "Inactive".into()
+    });
     let client = world.defender();
 
     let machines: Vec<_> = client
@@ -142,10 +146,17 @@ async fn a_429_with_retry_after_is_waited_out_then_the_call_succeeds() {
     let client = world.defender();
 
     let started = Instant::now();
-    let machine = client.machine(&id(1)).await.expect("machine after the wait");
+    let machine = client
+        .machine(&id(1))
+        .await
+        .expect("machine after the wait");
 
     assert_eq!(machine.id, machine_id(1));
-    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(requests_of(&world, RouteFamily::Machines), 2);
 }
 
@@ -161,7 +172,11 @@ async fn a_retry_after_beyond_the_cap_is_reported_as_throttled() {
         },
     );
 
-    let error = world.defender().machine(&id(1)).await.expect_err("throttled");
+    let error = world
+        .defender()
+        .machine(&id(1))
+        .await
+        .expect_err("throttled");
 
     assert!(
         matches!(error, DefenderError::Throttled { retry_after: Some(d) } if d == Duration::from_secs(37)),
@@ -202,7 +217,16 @@ async fn persistent_server_errors_end_as_transient() {
 
     let error = world.defender().machine(&id(1)).await.expect_err("fails");
 
-    assert!(matches!(error, DefenderError::Transient { status: Some(500), .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            DefenderError::Transient {
+                status: Some(500),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert!(error.is_transient());
     assert_eq!(requests_of(&world, RouteFamily::Machines), 5);
 }
@@ -213,7 +237,10 @@ async fn an_offboard_returns_the_pending_action_on_200_and_201() {
     seed(&world, 2);
     let client = world.defender();
 
-    let action = client.offboard(&id(1), "Leaver HR-4471").await.expect("offboard");
+    let action = client
+        .offboard(&id(1), "Leaver HR-4471")
+        .await
+        .expect("offboard");
     assert_eq!(action.kind, Some(ActionType::Offboard));
     assert_eq!(action.status, Some(ActionStatus::Pending));
     assert_eq!(action.requestor_comment.as_deref(), Some("Leaver HR-4471"));
@@ -222,10 +249,16 @@ async fn an_offboard_returns_the_pending_action_on_200_and_201() {
         respond_201: true,
         ..Default::default()
     });
-    let second = client.offboard(&id(2), "Leaver HR-4472").await.expect("201 is success");
+    let second = client
+        .offboard(&id(2), "Leaver HR-4472")
+        .await
+        .expect("201 is success");
     assert_eq!(second.status, Some(ActionStatus::Pending));
 
-    let fetched = client.machine_action(&action.id).await.expect("action by id");
+    let fetched = client
+        .machine_action(&action.id)
+        .await
+        .expect("action by id");
     assert_eq!(fetched.id, action.id);
     let open = client.find_open_offboard(&id(1)).await.expect("lookup");
     assert_eq!(open.map(|a| a.id), Some(action.id));
@@ -236,9 +269,15 @@ async fn a_second_offboard_maps_to_active_request_already_exists() {
     let world = world().await;
     seed(&world, 1);
     let client = world.defender();
-    client.offboard(&id(1), "first").await.expect("first offboard");
+    client
+        .offboard(&id(1), "first")
+        .await
+        .expect("first offboard");
 
-    let error = client.offboard(&id(1), "second").await.expect_err("duplicate");
+    let error = client
+        .offboard(&id(1), "second")
+        .await
+        .expect_err("duplicate");
 
     assert!(
         matches!(&error, DefenderError::ActiveRequestAlreadyExists { message } if !message.is_empty()),
@@ -293,7 +332,11 @@ async fn a_missing_offboard_role_maps_to_forbidden_naming_it() {
     app.mde_roles = vec![roles::MACHINE_READ_ALL.into()];
     world.sim.add_app(app);
 
-    let error = world.defender().offboard(&id(1), "x").await.expect_err("forbidden");
+    let error = world
+        .defender()
+        .offboard(&id(1), "x")
+        .await
+        .expect_err("forbidden");
 
     assert!(
         matches!(&error, DefenderError::Forbidden { missing: Some(m), .. } if m.contains("Machine.Offboard")),
@@ -321,7 +364,10 @@ async fn a_timed_out_offboard_is_sent_once_and_reported_as_uncertain() {
     );
     let client = world.defender();
 
-    let error = client.offboard(&id(1), "Leaver").await.expect_err("timed out");
+    let error = client
+        .offboard(&id(1), "Leaver")
+        .await
+        .expect_err("timed out");
 
     assert!(
         matches!(&error, DefenderError::Uncertain { machine_id, .. } if machine_id.as_str() == machine_id_str(1)),
@@ -355,7 +401,10 @@ async fn a_reset_offboard_connection_is_not_retried() {
 
     let error = client.offboard(&id(1), "Leaver").await.expect_err("reset");
 
-    assert!(matches!(error, DefenderError::Uncertain { .. }), "{error:?}");
+    assert!(
+        matches!(error, DefenderError::Uncertain { .. }),
+        "{error:?}"
+    );
     assert_eq!(client.api_calls(), 1);
     assert!(world.sim.offboard_posts().is_empty());
 }
@@ -373,7 +422,10 @@ async fn a_throttled_offboard_is_retried_because_it_was_not_processed() {
     );
     let client = world.defender();
 
-    client.offboard(&id(1), "Leaver").await.expect("offboard after the wait");
+    client
+        .offboard(&id(1), "Leaver")
+        .await
+        .expect("offboard after the wait");
 
     assert_eq!(client.api_calls(), 2);
     assert_eq!(world.sim.offboard_posts().len(), 1);
@@ -393,14 +445,21 @@ async fn machine_actions_are_filtered_by_machine_and_type() {
         .expect("actions");
 
     assert_eq!(actions.len(), 1);
-    assert_eq!(actions[0].machine_id.as_deref(), Some(machine_id_str(1).as_str()));
+    assert_eq!(
+        actions[0].machine_id.as_deref(),
+        Some(machine_id_str(1).as_str())
+    );
     let request = world
         .sim
         .requests()
         .into_iter()
         .rfind(|r| r.family == Some(RouteFamily::MachineActions))
         .expect("request");
-    assert!(request.path_and_query.contains("filter="), "{}", request.path_and_query);
+    assert!(
+        request.path_and_query.contains("filter="),
+        "{}",
+        request.path_and_query
+    );
 }
 
 fn machine_id_str(n: u64) -> String {

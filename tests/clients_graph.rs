@@ -19,7 +19,14 @@ fn seed_incidents(world: &clients_support::World, count: u64) -> time::OffsetDat
         let severity = if n % 2 == 0 { "high" } else { "medium" };
         world.sim.upsert_incident(
             TENANT,
-            Incident::for_machine(TENANT, &format!("{}", 48_000 + n), "Suspicious PowerShell", severity, &machine, at),
+            Incident::for_machine(
+                TENANT,
+                &format!("{}", 48_000 + n),
+                "Suspicious PowerShell",
+                severity,
+                &machine,
+                at,
+            ),
         );
     }
     now
@@ -37,9 +44,15 @@ async fn incidents_are_read_in_pages_of_50_with_alerts_and_device_evidence() {
         .await
         .expect("incidents");
 
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![50, 50, 20]);
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![50, 50, 20]
+    );
     let first = &pages[0][0];
-    assert!(matches!(first.severity, Some(Severity::High | Severity::Medium)));
+    assert!(matches!(
+        first.severity,
+        Some(Severity::High | Severity::Medium)
+    ));
     assert_eq!(first.mde_device_ids(), vec![machine_id(1).as_str()]);
     assert_eq!(client.api_calls(), 3);
     let request = world
@@ -48,7 +61,11 @@ async fn incidents_are_read_in_pages_of_50_with_alerts_and_device_evidence() {
         .into_iter()
         .find(|r| r.family == Some(RouteFamily::Incidents))
         .expect("request");
-    assert!(request.path_and_query.contains("expand=alerts"), "{}", request.path_and_query);
+    assert!(
+        request.path_and_query.contains("expand=alerts"),
+        "{}",
+        request.path_and_query
+    );
 }
 
 #[tokio::test]
@@ -97,7 +114,9 @@ async fn a_throttled_incident_page_is_retried_after_retry_after() {
 #[tokio::test]
 async fn a_mail_is_sent_from_a_known_mailbox() {
     let world = world().await;
-    world.sim.add_mailbox(TENANT, "noreply-defender@contoso.com");
+    world
+        .sim
+        .add_mailbox(TENANT, "noreply-defender@contoso.com");
 
     world
         .graph(tenant_auth())
@@ -126,7 +145,13 @@ async fn an_unknown_mailbox_is_reported_as_such() {
 
     let error = world
         .graph(tenant_auth())
-        .send_mail("nobody@contoso.com", &["a@contoso.com".to_owned()], "s", "", "text")
+        .send_mail(
+            "nobody@contoso.com",
+            &["a@contoso.com".to_owned()],
+            "s",
+            "",
+            "text",
+        )
         .await
         .expect_err("unknown mailbox");
 
@@ -139,7 +164,9 @@ async fn an_unknown_mailbox_is_reported_as_such() {
 #[tokio::test]
 async fn sending_without_mail_send_is_forbidden_naming_the_permission() {
     let world = world().await;
-    world.sim.add_mailbox(TENANT, "noreply-defender@contoso.com");
+    world
+        .sim
+        .add_mailbox(TENANT, "noreply-defender@contoso.com");
     let mut app = AppRegistration::with_secret(TENANT, CLIENT_ID, SECRET);
     app.graph_roles = vec![roles::SECURITY_INCIDENT_READ_ALL.into()];
     world.sim.add_app(app);
@@ -157,7 +184,13 @@ async fn sending_without_mail_send_is_forbidden_naming_the_permission() {
         .expect_err("forbidden");
 
     assert!(
-        matches!(error, GraphError::Forbidden { permission: MAIL_SEND, .. }),
+        matches!(
+            error,
+            GraphError::Forbidden {
+                permission: MAIL_SEND,
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert!(error.to_string().contains("Mail.Send"));

@@ -228,14 +228,17 @@ impl Budget {
                             tracing::debug!(tenant.id = %tenant, calls = n, "reserved Defender API calls");
                             return Ok((n, expires_ms));
                         }
-                        Err(TableError::PreconditionFailed { .. } | TableError::Conflict { .. }) => {
+                        Err(
+                            TableError::PreconditionFailed { .. } | TableError::Conflict { .. },
+                        ) => {
                             conflicts += 1;
                             if conflicts >= MAX_CONFLICTS {
                                 return Err(BudgetError::Contention {
                                     tenant_id: tenant.clone(),
                                 });
                             }
-                            let jitter = rand::random_range(0..=20u64 * u64::from(conflicts.min(10)));
+                            let jitter =
+                                rand::random_range(0..=20u64 * u64::from(conflicts.min(10)));
                             tokio::time::sleep(Duration::from_millis(jitter)).await;
                         }
                         Err(other) => return Err(other.into()),
@@ -325,7 +328,9 @@ impl Ring {
     }
 
     fn total(&self) -> u32 {
-        self.counts.iter().fold(0u32, |acc, c| acc.saturating_add(*c))
+        self.counts
+            .iter()
+            .fold(0u32, |acc, c| acc.saturating_add(*c))
     }
 
     /// When the total first drops below `limit` as old buckets leave the ring.
@@ -354,7 +359,12 @@ impl Ring {
 
     /// Reads a stored ring; a ring stored with another length (changed settings) is folded
     /// into one bucket, which keeps its calls counted.
-    fn parse(newest: Option<i64>, text: Option<&str>, limit: &WindowLimit, lease: Duration) -> Self {
+    fn parse(
+        newest: Option<i64>,
+        text: Option<&str>,
+        limit: &WindowLimit,
+        lease: Duration,
+    ) -> Self {
         let mut ring = Self::empty(limit, lease);
         let (Some(newest), Some(text)) = (newest, text) else {
             return ring;
@@ -432,8 +442,9 @@ impl BudgetState {
     }
 
     fn to_entity(&self, tenant: &str, holder: &str, lease_expiry_ms: i64) -> Entity {
-        let expiry = OffsetDateTime::from_unix_timestamp_nanos(i128::from(lease_expiry_ms) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let expiry =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(lease_expiry_ms) * 1_000_000)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         Entity::new(tenant, ROW_KEY)
             .with("MinuteBucket", self.minute.newest)
             .with("MinuteCounts", self.minute.render())
@@ -484,7 +495,10 @@ mod tests {
         assert_eq!(state.plan(T0 + 2_000, &l, 10), Plan::Grant(5));
         // Everything was counted in bucket T0; it leaves the 14-bucket ring 70 s later.
         assert_eq!(state.plan(T0 + 3_000, &l, 10), Plan::WaitUntil(T0 + 70_000));
-        assert_eq!(state.plan(T0 + 69_999, &l, 10), Plan::WaitUntil(T0 + 70_000));
+        assert_eq!(
+            state.plan(T0 + 69_999, &l, 10),
+            Plan::WaitUntil(T0 + 70_000)
+        );
         assert_eq!(state.plan(T0 + 70_000, &l, 10), Plan::Grant(10));
     }
 
@@ -495,7 +509,10 @@ mod tests {
         assert_eq!(state.plan(T0, &l, 10), Plan::Grant(10));
         assert_eq!(state.plan(T0 + 20_000, &l, 10), Plan::Grant(10));
         // The first block leaves at T0 + 70 s, freeing room for another.
-        assert_eq!(state.plan(T0 + 30_000, &l, 10), Plan::WaitUntil(T0 + 70_000));
+        assert_eq!(
+            state.plan(T0 + 30_000, &l, 10),
+            Plan::WaitUntil(T0 + 70_000)
+        );
         assert_eq!(state.plan(T0 + 70_000, &l, 10), Plan::Grant(10));
     }
 

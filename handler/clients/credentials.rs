@@ -509,7 +509,7 @@ fn clone_identity_error(error: &IdentityError) -> IdentityError {
     };
     IdentityError::Token {
         scope,
-        source: azure_core::Error::with_message(kind, detail.clone()),
+        source: Box::new(azure_core::Error::with_message(kind, detail.clone())),
         detail,
     }
 }
@@ -567,7 +567,10 @@ struct EntraRejectionCapture {
 
 impl EntraRejectionCapture {
     fn take(&self) -> Option<EntraRejection> {
-        self.last.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     async fn inspect(&self, response: AsyncRawResponse) -> PolicyResult {

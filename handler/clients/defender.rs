@@ -107,7 +107,9 @@ pub enum DefenderError {
     },
     /// An offboard POST may or may not have reached Defender (timeout, reset or 5xx after
     /// sending). Do not repeat it blindly: call [`DefenderClient::find_open_offboard`] first.
-    #[error("the offboard request for machine {machine_id} may or may not have been accepted: {message}")]
+    #[error(
+        "the offboard request for machine {machine_id} may or may not have been accepted: {message}"
+    )]
     Uncertain {
         /// The machine.
         machine_id: MachineId,
@@ -673,7 +675,10 @@ impl DefenderClient {
     ) -> Result<Vec<MachineAction>, DefenderError> {
         let mut filter = format!("machineId eq '{}'", id.as_str());
         if let Some(kind) = kind {
-            filter.push_str(&format!(" and type eq '{}'", kind.as_str().replace('\'', "''")));
+            filter.push_str(&format!(
+                " and type eq '{}'",
+                kind.as_str().replace('\'', "''")
+            ));
         }
         let mut url = self.url("api/machineactions");
         url.query_pairs_mut()
@@ -682,7 +687,7 @@ impl DefenderClient {
         let answer = self.send(Method::GET, url, None, None).await?;
         let page: ODataPage<MachineAction> = self.decode(answer)?;
         let mut actions = page.value;
-        actions.sort_by(|a, b| b.creation_date_time_utc.cmp(&a.creation_date_time_utc));
+        actions.sort_by_key(|a| std::cmp::Reverse(a.creation_date_time_utc));
         Ok(actions)
     }
 
@@ -695,7 +700,9 @@ impl DefenderClient {
         &self,
         id: &MachineId,
     ) -> Result<Option<MachineAction>, DefenderError> {
-        let actions = self.machine_actions(id, Some(&ActionType::Offboard)).await?;
+        let actions = self
+            .machine_actions(id, Some(&ActionType::Offboard))
+            .await?;
         Ok(actions.into_iter().find(|action| {
             action.kind == Some(ActionType::Offboard)
                 && action.status.as_ref().is_some_and(ActionStatus::is_open)
@@ -729,7 +736,9 @@ impl DefenderClient {
     ) -> Result<Answer, DefenderError> {
         let mut refreshed = false;
         loop {
-            let answer = self.send_once(&method, &url, body.as_ref(), offboard).await?;
+            let answer = self
+                .send_once(&method, &url, body.as_ref(), offboard)
+                .await?;
             if answer.status == StatusCode::UNAUTHORIZED && !refreshed {
                 tracing::warn!(tenant.id = %self.tenant.tenant_id(), "Defender refused the token; renewing it");
                 self.credentials.forget(&self.tenant);
@@ -920,11 +929,16 @@ pub(crate) mod flexible_int {
     }
 
     /// Serde `deserialize_with`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<i64>, D::Error> {
         Ok(match Option::<Raw>::deserialize(deserializer)? {
             None => None,
             Some(Raw::Int(n)) => Some(n),
-            #[expect(clippy::cast_possible_truncation, reason = "integral values sent as floats")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "integral values sent as floats"
+            )]
             Some(Raw::Float(f)) if f.fract() == 0.0 && f.is_finite() => Some(f as i64),
             Some(Raw::Float(_)) => None,
             Some(Raw::Text(t)) => t.trim().parse().ok(),
@@ -944,7 +958,10 @@ pub(crate) mod flexible_int {
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/contracts/defender-api");
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/contracts/defender-api"
+    );
 
     fn fixture(name: &str) -> Option<String> {
         std::fs::read_to_string(format!("{FIXTURES}/{name}")).ok()
@@ -1017,6 +1034,9 @@ mod tests {
         let error = map_status(&answer);
         assert!(matches!(&error, DefenderError::BadRequest { code, message }
             if code == "OsPlatformNotSupported" && message == "OS Platform Linux isn't supported for this action"));
-        assert_eq!(error.to_string(), "OS Platform Linux isn't supported for this action");
+        assert_eq!(
+            error.to_string(),
+            "OS Platform Linux isn't supported for this action"
+        );
     }
 }

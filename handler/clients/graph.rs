@@ -63,7 +63,9 @@ pub enum GraphError {
     },
     /// 403: the app lacks `permission` (Mail.Send, SecurityIncident.Read.All), or an
     /// Exchange application access policy blocks the mailbox.
-    #[error("Microsoft Graph refused the app: it needs the {permission} application permission (or the mailbox is blocked by an access policy): {message}")]
+    #[error(
+        "Microsoft Graph refused the app: it needs the {permission} application permission (or the mailbox is blocked by an access policy): {message}"
+    )]
     Forbidden {
         /// The permission the call needs.
         permission: &'static str,
@@ -478,17 +480,17 @@ impl GraphClient {
             let Some(url) = next else {
                 return Ok(None);
             };
-            let answer = self
-                .send(Method::GET, url, None, Call::Incidents)
-                .await?;
+            let answer = self.send(Method::GET, url, None, Call::Incidents).await?;
             let page: IncidentPage = decode(answer, Call::Incidents)?;
             let next = match page.next_link {
                 Some(_) if page.value.is_empty() => None,
-                Some(link) => Some(rebase_link(&self.settings.base_url, &link).ok_or_else(|| {
-                    GraphError::Protocol {
-                        message: "unusable @odata.nextLink".into(),
-                    }
-                })?),
+                Some(link) => {
+                    Some(rebase_link(&self.settings.base_url, &link).ok_or_else(|| {
+                        GraphError::Protocol {
+                            message: "unusable @odata.nextLink".into(),
+                        }
+                    })?)
+                }
                 None => None,
             };
             Ok(Some((page.value, next)))
@@ -665,7 +667,10 @@ fn map_status(answer: &Answer, call: Call<'_>) -> GraphError {
         ),
         None => (
             String::new(),
-            String::from_utf8_lossy(&answer.body).chars().take(500).collect(),
+            String::from_utf8_lossy(&answer.body)
+                .chars()
+                .take(500)
+                .collect(),
         ),
     };
     match (answer.status, call) {
@@ -706,7 +711,10 @@ fn map_status(answer: &Answer, call: Call<'_>) -> GraphError {
 mod tests {
     use super::*;
 
-    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/contracts/defender-api");
+    const FIXTURES: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/contracts/defender-api"
+    );
 
     #[test]
     fn incidents_parse_with_alerts_and_device_evidence() {
@@ -733,8 +741,19 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::from_static(br#"{"error":{"code":"ErrorAccessDenied","message":"Access is denied. Check credentials and try again."}}"#),
         };
-        let error = map_status(&forbidden, Call::SendMail { from: "a@contoso.com" });
-        assert!(matches!(error, GraphError::Forbidden { permission: MAIL_SEND, .. }));
+        let error = map_status(
+            &forbidden,
+            Call::SendMail {
+                from: "a@contoso.com",
+            },
+        );
+        assert!(matches!(
+            error,
+            GraphError::Forbidden {
+                permission: MAIL_SEND,
+                ..
+            }
+        ));
         assert!(error.to_string().contains("Mail.Send"));
         let unknown = Answer {
             status: StatusCode::NOT_FOUND,

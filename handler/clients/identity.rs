@@ -22,7 +22,7 @@ pub enum IdentityError {
         detail: String,
         /// The SDK error.
         #[source]
-        source: azure_core::Error,
+        source: Box<azure_core::Error>,
     },
     /// The identity endpoint refused or failed to issue a token.
     #[error("the app's managed identity could not get a token for {scope}: {detail}")]
@@ -33,7 +33,7 @@ pub enum IdentityError {
         detail: String,
         /// The SDK error.
         #[source]
-        source: azure_core::Error,
+        source: Box<azure_core::Error>,
     },
 }
 
@@ -59,13 +59,13 @@ impl AppIdentity {
         let options = ManagedIdentityCredentialOptions {
             user_assigned_id: client_id.map(|id| UserAssignedId::ClientId(id.to_owned())),
             client_options,
-            ..Default::default()
         };
-        let credential =
-            ManagedIdentityCredential::new(Some(options)).map_err(|source| IdentityError::Setup {
+        let credential = ManagedIdentityCredential::new(Some(options)).map_err(|source| {
+            IdentityError::Setup {
                 detail: error_chain(&source),
-                source,
-            })?;
+                source: Box::new(source),
+            }
+        })?;
         Ok(Self { credential })
     }
 
@@ -91,7 +91,7 @@ impl AppIdentity {
             .map_err(|source| IdentityError::Token {
                 scope: scope.to_owned(),
                 detail: error_chain(&source),
-                source,
+                source: Box::new(source),
             })
     }
 }

@@ -52,7 +52,9 @@ pub enum KeyVaultError {
         name: String,
     },
     /// The vault refused the app (403): the identity lacks "Key Vault Secrets User".
-    #[error("the app may not read Key Vault secret '{name}' (403: grant its identity Key Vault Secrets User)")]
+    #[error(
+        "the app may not read Key Vault secret '{name}' (403: grant its identity Key Vault Secrets User)"
+    )]
     Forbidden {
         /// The secret's name.
         name: String,
@@ -66,7 +68,7 @@ pub enum KeyVaultError {
         detail: String,
         /// The SDK error.
         #[source]
-        source: azure_core::Error,
+        source: Box<azure_core::Error>,
     },
     /// Network failure, timeout, throttling or a vault-side error after the SDK's retries.
     #[error("Key Vault is unavailable: {detail}")]
@@ -75,7 +77,7 @@ pub enum KeyVaultError {
         detail: String,
         /// The SDK error.
         #[source]
-        source: azure_core::Error,
+        source: Box<azure_core::Error>,
     },
     /// The vault URI or options were refused when building the client.
     #[error("Key Vault client setup failed: {detail}")]
@@ -176,7 +178,10 @@ impl KeyVault {
     /// As [`KeyVault::get`].
     pub async fn fetch(&self, name: &SecretName) -> Result<VaultSecret, KeyVaultError> {
         let secret = self.read(name.as_str()).await?;
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         cache.insert(
             name.as_str().to_owned(),
             Cached {
@@ -210,7 +215,10 @@ impl KeyVault {
     }
 
     fn cached(&self, name: &str) -> Option<VaultSecret> {
-        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cache = self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = cache.get(name)?;
         (entry.fetched_at.elapsed() < self.ttl).then(|| entry.secret.clone())
     }
@@ -225,7 +233,7 @@ impl KeyVault {
             .into_model()
             .map_err(|error| KeyVaultError::Unavailable {
                 detail: format!("unreadable answer: {}", error_chain(&error)),
-                source: error,
+                source: Box::new(error),
             })?;
         let version = secret.resource_id().ok().and_then(|id| id.version);
         let Some(value) = secret.value.filter(|v| !v.is_empty()) else {
@@ -254,17 +262,17 @@ fn classify(name: &str, error: azure_core::Error) -> KeyVaultError {
         },
         failure if failure.is_transient() => KeyVaultError::Unavailable {
             detail,
-            source: error,
+            source: Box::new(error),
         },
         _ if credential || matches!(error.http_status(), Some(StatusCode::Unauthorized)) => {
             KeyVaultError::Authentication {
                 detail,
-                source: error,
+                source: Box::new(error),
             }
         }
         _ => KeyVaultError::Unavailable {
             detail,
-            source: error,
+            source: Box::new(error),
         },
     }
 }

@@ -70,7 +70,11 @@ pub async fn world_with(config: SimConfig, http_settings: HttpSettings) -> World
     let sim = Sim::start(config).await.expect("simulator starts");
     let home = sim.home_tenant().to_owned();
     sim.add_app(AppRegistration::with_secret(TENANT, CLIENT_ID, SECRET));
-    sim.add_app(AppRegistration::with_secret(&home, HOME_CLIENT_ID, HOME_SECRET));
+    sim.add_app(AppRegistration::with_secret(
+        &home,
+        HOME_CLIENT_ID,
+        HOME_SECRET,
+    ));
     sim.set_secret(SECRET_NAME, SECRET);
 
     let http = build_client(&http_settings).expect("http client");
