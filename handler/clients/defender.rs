@@ -1024,6 +1024,96 @@ mod tests {
         assert_eq!(missing_permission("Tenant feature isn't enabled."), None);
     }
 
+    fn answer(status: u16, body: &'static str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).expect("status"),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn each_documented_error_body_maps_to_its_variant() {
+        // Bodies of shared/contracts/defender-api/error.*.json.
+        let cases: [(u16, &str, &str); 8] = [
+            (
+                400,
+                "ActiveRequestAlreadyExists",
+                "Action is already in progress",
+            ),
+            (
+                400,
+                "MissingRequiredParameter",
+                "Parameter Comment is missing",
+            ),
+            (400, "InvalidRequestBody", "Request body is incorrect"),
+            (
+                400,
+                "OsPlatformNotSupported",
+                "OS Platform Linux isn't supported for this action",
+            ),
+            (401, "Unauthorized", "Unauthorized"),
+            (
+                403,
+                "Forbidden",
+                "The application does not have any of the required application permissions (Machine.Offboard) to access the resource.",
+            ),
+            (
+                404,
+                "ResourceNotFound",
+                "Machine ffffffffffffffffffffffffffffffffffffffff was not found",
+            ),
+            (
+                429,
+                "TooManyRequests",
+                "Rate limit is exceeded. Try again in 37 seconds.",
+            ),
+        ];
+        for (status, code, message) in cases {
+            let body = format!(
+                r#"{{"error":{{"code":"{code}","message":"{message}","target":"43a1f0e9"}}}}"#
+            );
+            let error = map_status(&Answer {
+                status: StatusCode::from_u16(status).expect("status"),
+                headers: HeaderMap::new(),
+                body: Bytes::from(body),
+            });
+            let expected = match (&error, code) {
+                (
+                    DefenderError::ActiveRequestAlreadyExists { message: m },
+                    "ActiveRequestAlreadyExists",
+                ) => m == message,
+                (
+                    DefenderError::BadRequest {
+                        code: c,
+                        message: m,
+                    },
+                    _,
+                ) => c == code && m == message,
+                (DefenderError::Unauthorized { .. }, "Unauthorized") => true,
+                (
+                    DefenderError::Forbidden {
+                        missing,
+                        message: m,
+                    },
+                    "Forbidden",
+                ) => missing.as_deref() == Some("Machine.Offboard") && m == message,
+                (DefenderError::NotFound { message: m }, "ResourceNotFound") => m == message,
+                (DefenderError::Throttled { .. }, "TooManyRequests") => true,
+                _ => false,
+            };
+            assert!(expected, "{status} {code} became {error:?}");
+        }
+        let server = map_status(&answer(500, ""));
+        assert!(matches!(
+            server,
+            DefenderError::Transient {
+                status: Some(500),
+                ..
+            }
+        ));
+    }
+
     #[test]
     fn a_400_keeps_defenders_message_verbatim() {
         let answer = Answer {
