@@ -577,3 +577,127 @@ impl TableClient {
 fn merge() -> Method {
     Method::from_bytes(b"MERGE").unwrap_or(Method::PATCH)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use azure_core::credentials::{AccessToken, TokenRequestOptions};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A credential with a fixed answer (the `async_trait` signature written out by hand).
+    #[derive(Debug)]
+    struct Fixed(Option<&'static str>);
+
+    impl TokenCredential for Fixed {
+        fn get_token<'life0, 'life1, 'life2, 'life3, 'async_trait>(
+            &'life0 self,
+            scopes: &'life1 [&'life2 str],
+            _options: Option<TokenRequestOptions<'life3>>,
+        ) -> Pin<Box<dyn Future<Output = azure_core::Result<AccessToken>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            'life1: 'async_trait,
+            'life2: 'async_trait,
+            'life3: 'async_trait,
+            Self: 'async_trait,
+        {
+            assert_eq!(scopes, ["https://storage.azure.com/.default"]);
+            let answer = match self.0 {
+                Some(token) => Ok(AccessToken::new(
+                    token,
+                    time::OffsetDateTime::now_utc() + time::Duration::hours(1),
+                )),
+                None => Err(azure_core::Error::with_message(
+                    azure_core::error::ErrorKind::Credential,
+                    "no identity here",
+                )),
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    /// Accepts one request and answers an empty table list; returns the request head.
+    async fn one_shot_server() -> (Url, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url =
+            Url::parse(&format!("http://{}/", listener.local_addr().expect("addr"))).expect("url");
+        let head = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut buf = [0_u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = socket.read(&mut buf).await.expect("read");
+                head.extend_from_slice(&buf[..n]);
+            }
+            let body = r#"{"value":[]}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&head).to_ascii_lowercase()
+        });
+        (url, head)
+    }
+
+    #[tokio::test]
+    async fn bearer_mode_sends_the_credentials_token_for_the_storage_scope() {
+        let (url, head) = one_shot_server().await;
+        let service = TableService::with_credential(
+            &url,
+            Arc::new(Fixed(Some("tok-123"))),
+            TableOptions::default(),
+        )
+        .expect("service");
+        service.ping().await.expect("ping");
+        let head = head.await.expect("server");
+        assert!(
+            head.starts_with("get /tables?%24top=1 http/1.1\r\n"),
+            "{head}"
+        );
+        for header in [
+            "authorization: bearer tok-123\r\n",
+            "x-ms-version: 2019-02-02\r\n",
+            "accept: application/json;odata=minimalmetadata\r\n",
+            "dataserviceversion: 3.0;netfx\r\n",
+            "x-ms-date: ",
+        ] {
+            assert!(head.contains(header), "{header} missing in {head}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_credential_failure_is_an_auth_error_without_a_request() {
+        let url = Url::parse("http://127.0.0.1:9/").expect("url");
+        let service =
+            TableService::with_credential(&url, Arc::new(Fixed(None)), TableOptions::default())
+                .expect("service");
+        let err = service.ping().await.expect_err("no token");
+        assert!(
+            matches!(&err, TableError::Auth(m) if m.contains("no identity here")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_service_is_cheap_to_clone_and_shareable() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<TableService>();
+        shareable::<TableClient>();
+        let cs = ConnectionString::parse("UseDevelopmentStorage=true").expect("dev storage");
+        let service = TableService::from_connection_string(&cs, TableOptions::with_prefix("t"))
+            .expect("service");
+        assert!(matches!(
+            service.table("x"),
+            Err(TableError::InvalidTableName { .. })
+        ));
+        assert!(format!("{service:?}").contains("SharedKeyLite(devstoreaccount1)"));
+        assert!(!format!("{service:?}").contains("Eby8"));
+    }
+}
