@@ -557,6 +557,36 @@ async fn ping_succeeds_on_azurite_and_fails_on_a_closed_port_or_a_wrong_key() {
     assert!(matches!(err, TableError::Auth(_)), "{err:?}");
 }
 
+#[tokio::test]
+async fn calls_ride_out_a_storage_restart_by_retrying_connection_failures() {
+    let mut azurite = Azurite::start().await.expect("a private Azurite");
+    let mut options = TableOptions::with_prefix(unique_prefix());
+    options.retry.max_retries = 8;
+    options.retry.initial_delay = Duration::from_millis(200);
+    options.retry.max_delay = Duration::from_secs(3);
+    let settings = StorageSettings::ConnectionString(azurite.connection_string().into());
+    let service = TableService::from_settings(&settings, options).expect("service");
+    service.ping().await.expect("up");
+
+    azurite.stop().await;
+    let err = service
+        .ping()
+        .await
+        .expect_err("down, and ping does not retry");
+    assert!(matches!(err, TableError::Transport(_)), "{err:?}");
+    let table = service.table("Restarts").expect("valid name");
+    let pending = tokio::spawn(async move { table.create_if_not_exists().await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    azurite
+        .restart()
+        .await
+        .expect("Azurite restarts on the same port");
+    pending
+        .await
+        .expect("task")
+        .expect("created once Azurite is back");
+}
+
 /// A domain row mapped through `TableEntity`, as the product's modules do.
 #[derive(Debug, PartialEq)]
 struct Cursor {
