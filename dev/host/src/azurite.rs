@@ -185,12 +185,13 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 }
 
 /// Kills `pid` once this process is gone, so a test binary that exits (statics are never
-/// dropped) leaves no Azurite behind. Ends by itself when `pid` exits first.
+/// dropped) leaves no Azurite behind: SIGTERM, then SIGKILL after 2 s (azurite-queue may
+/// linger after SIGTERM). Ends by itself when `pid` exits first.
 pub(crate) fn spawn_watchdog(pid: u32) {
     let parent = std::process::id();
     let script = format!(
         "while kill -0 {parent} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-         kill {pid} 2>/dev/null; exit 0"
+         kill {pid} 2>/dev/null; sleep 2; kill -9 {pid} 2>/dev/null; exit 0"
     );
     let _ = std::process::Command::new("sh")
         .args(["-c", &script])
