@@ -249,6 +249,9 @@ pub fn to_content(m: Machine) -> Option<DeviceContent> {
 struct Writer<'a> {
     table: &'a TableClient,
     pending: Vec<BatchOp>,
+    /// RowKey → index in `pending`: a batch may name an entity only once, so a second write
+    /// to the same row (content, then its DuplicateOf) is folded into the first.
+    pending_rows: HashMap<String, usize>,
     in_flight: FuturesUnordered<
         std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TableError>> + Send + 'a>>,
     >,
@@ -260,12 +263,21 @@ impl<'a> Writer<'a> {
         Self {
             table,
             pending: Vec::with_capacity(MAX_BATCH_OPERATIONS),
+            pending_rows: HashMap::with_capacity(MAX_BATCH_OPERATIONS),
             in_flight: FuturesUnordered::new(),
             writes: 0,
         }
     }
 
     async fn push(&mut self, entity: Entity) -> Result<(), TableError> {
+        if let Some(&i) = self.pending_rows.get(&entity.row_key) {
+            if let Some(BatchOp::UpsertMerge(existing)) = self.pending.get_mut(i) {
+                existing.props.extend(entity.props);
+                return Ok(());
+            }
+        }
+        self.pending_rows
+            .insert(entity.row_key.clone(), self.pending.len());
         self.pending.push(BatchOp::UpsertMerge(entity));
         if self.pending.len() >= MAX_BATCH_OPERATIONS {
             self.flush_pending().await?;
@@ -283,6 +295,7 @@ impl<'a> Writer<'a> {
             }
         }
         let ops = std::mem::replace(&mut self.pending, Vec::with_capacity(MAX_BATCH_OPERATIONS));
+        self.pending_rows.clear();
         self.writes += ops.len() as u64;
         let table = self.table;
         self.in_flight.push(Box::pin(async move {

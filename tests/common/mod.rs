@@ -1,0 +1,219 @@
+//! The end-to-end harness: Azurite (real storage), `dev/sim` (Microsoft's services over
+//! HTTPS), `dev/host` (the Functions host) and the real `handler` binary.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use defender_ops::clients::tables::{Entity, TableOptions, TableService};
+use defender_ops::config::StorageSettings;
+use dev_host::{Azurite, Host, HostConfig, RunningHost};
+use dev_sim::{AppRegistration, Sim, SimConfig};
+use serde_json::Value;
+
+pub struct Env {
+    pub sim: Sim,
+    pub host: RunningHost,
+    pub tables: TableService,
+    pub storage: String,
+    pub prefix: String,
+    pub http: reqwest::Client,
+}
+
+/// Extra settings for the handler in one test.
+#[derive(Default)]
+pub struct Options {
+    pub settings: Vec<(String, String)>,
+    pub sim: Option<SimConfig>,
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let storage = Azurite::shared().await.expect("Azurite");
+        let sim = Sim::start(options.sim.unwrap_or_default())
+            .await
+            .expect("simulator");
+        check_ca_trust(&sim).await;
+        let prefix = unique("t");
+        let base = sim.base_url().to_string();
+        let mut env: Vec<(String, String)> = vec![
+            ("TABLE_PREFIX".into(), prefix.clone()),
+            ("KEY_VAULT_URI".into(), base.clone()),
+            ("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE".into(), "false".into()),
+            ("AZURE_AUTHORITY_HOST".into(), base.clone()),
+            ("DEFENDER_API_BASE".into(), base.clone()),
+            ("GRAPH_API_BASE".into(), base.clone()),
+            (
+                "IDENTITY_ENDPOINT".into(),
+                sim.identity_endpoint().to_string(),
+            ),
+            ("IDENTITY_HEADER".into(), sim.identity_header().to_owned()),
+            ("DEVICE_SYNC_SCHEDULE".into(), "0 0 * * * *".into()),
+            ("OFFBOARD_FLAGGED_SCHEDULE".into(), "0 */5 * * * *".into()),
+            ("ACTION_TRACKER_SCHEDULE".into(), "0 */5 * * * *".into()),
+            ("INCIDENT_WATCH_SCHEDULE".into(), "0 */5 * * * *".into()),
+            ("RUST_LOG".into(), "info".into()),
+        ];
+        for (k, v) in options.settings {
+            env.retain(|(name, _)| *name != k);
+            env.push((k, v));
+        }
+        let mut cfg = HostConfig::new(workspace(), env!("CARGO_BIN_EXE_handler"), &storage);
+        cfg.env = env;
+        cfg.queue_prefix = unique("q");
+        cfg.echo_handler_output = std::env::var("ECHO_HANDLER").is_ok();
+        cfg.host_json_patch =
+            Some(serde_json::json!({"extensions": {"queues": {"visibilityTimeout": "00:00:01"}}}));
+        let host = Host::start(cfg).await.expect("dev-host starts the handler");
+        let tables = TableService::from_settings(
+            &StorageSettings::ConnectionString(storage.clone().into()),
+            TableOptions::with_prefix(prefix.clone()),
+        )
+        .expect("tables");
+        Self {
+            sim,
+            host,
+            tables,
+            storage,
+            prefix,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "{}/api/{}",
+            self.host.base_url().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        )
+    }
+
+    /// Calls the API with the function key; returns (status, JSON body or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.call_with_key(method, path, body, self.host.function_key())
+            .await
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.call_with_key(method, path, body, self.host.admin_key())
+            .await
+    }
+
+    pub async fn call_with_key(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        key: &str,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .header("x-functions-key", key);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let res = req.send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Registers a customer tenant in the simulator (app + secret in Key Vault) and through
+    /// the `Tenants` API; returns the API's status.
+    pub async fn register_tenant(&self, tenant: &str, client_id: &str) -> u16 {
+        let secret_name = format!("tenant-{}", &tenant[..8]);
+        let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
+        self.sim.add_tenant(tenant);
+        self.sim
+            .add_app(AppRegistration::with_secret(tenant, client_id, &secret));
+        self.sim.set_secret(&secret_name, &secret);
+        let (status, body) = self
+            .admin(
+                reqwest::Method::PUT,
+                &format!("tenants/{tenant}"),
+                Some(&serde_json::json!({
+                    "displayName": format!("Customer {}", &tenant[..8]),
+                    "clientId": client_id,
+                    "authMode": "secret",
+                    "secretName": secret_name,
+                })),
+            )
+            .await;
+        assert!(
+            status == 200 || status == 201,
+            "tenant registration: {status} {body}"
+        );
+        status
+    }
+
+    /// Runs the queued work until every queue is empty.
+    pub async fn settle(&self) {
+        self.host
+            .wait_for_idle(Duration::from_secs(120))
+            .await
+            .expect("queues drain");
+    }
+
+    pub async fn rows(&self, table: &str, partition: &str) -> Vec<Entity> {
+        let t = self.tables.table(table).unwrap();
+        let f = defender_ops::clients::tables::filter::eq("PartitionKey", partition);
+        match t.query_all(Some(&f), None).await {
+            Ok(rows) => rows,
+            Err(defender_ops::clients::tables::TableError::NotFound { .. }) => Vec::new(),
+            Err(e) => panic!("query {table}: {e}"),
+        }
+    }
+
+    pub async fn row(&self, table: &str, pk: &str, rk: &str) -> Option<Entity> {
+        self.tables
+            .table(table)
+            .unwrap()
+            .get(pk, rk)
+            .await
+            .unwrap_or(None)
+    }
+}
+
+/// Fails fast when the test CA isn't trusted (otherwise every call fails only after ~80 s
+/// of SDK retries).
+async fn check_ca_trust(sim: &Sim) {
+    let probe = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    if let Err(e) = probe.get(sim.url("_sim/health")).send().await {
+        panic!(
+            "the simulator's CA ({}) is not trusted by this process: {e}. Run tests through cargo \
+             (it sets SSL_CERT_FILE from .cargo/config.toml) or scripts/test.",
+            sim.ca_pem_path().display()
+        );
+    }
+}
