@@ -216,6 +216,7 @@ impl Host {
             timer_status: Mutex::new(HashMap::new()),
             created_queues: Mutex::new(HashSet::new()),
             base_url: format!("http://{local}"),
+            echo: cfg.echo_handler_output,
         });
 
         let mut tasks = Vec::new();
@@ -302,6 +303,7 @@ struct Inner {
     timer_status: Mutex<HashMap<String, DateTime<Utc>>>,
     created_queues: Mutex<HashSet<String>>,
     base_url: String,
+    echo: bool,
 }
 
 struct BusyGuard<'a>(&'a AtomicUsize);
@@ -351,6 +353,25 @@ impl Inner {
         Ok(())
     }
 
+    /// Forgets that a queue exists (Azurite may have been restarted with empty storage).
+    fn forget_queue(&self, physical: &str) {
+        if let Ok(mut q) = self.created_queues.lock() {
+            q.remove(physical);
+        }
+    }
+
+    /// Puts one message, re-creating the queue once if it vanished.
+    async fn put_output(&self, physical: &str, message: &[u8]) -> anyhow::Result<()> {
+        self.ensure_queue(physical).await?;
+        if self.queues.put_bytes(physical, message).await.is_ok() {
+            return Ok(());
+        }
+        self.forget_queue(physical);
+        self.ensure_queue(physical).await?;
+        self.queues.put_bytes(physical, message).await?;
+        Ok(())
+    }
+
     /// Sends one payload-mode invocation and applies its outputs.
     async fn invoke(&self, f: &FunctionDef, payload: Value) -> Invocation {
         let _busy = BusyGuard::new(&self.busy);
@@ -380,6 +401,9 @@ impl Inner {
             Ok(_) => self.count(&f.name, |s| s.succeeded += 1),
             Err(e) => {
                 tracing::warn!(function = %f.name, invocation.id = %id, error = %e, "invocation failed");
+                if self.echo {
+                    eprintln!("[dev-host] {} invocation {id} failed: {e}", f.name);
+                }
                 self.count(&f.name, |s| s.failed += 1);
             }
         }
@@ -488,12 +512,8 @@ impl Inner {
                         continue;
                     }
                     let physical = self.physical(queue);
-                    self.ensure_queue(&physical)
-                        .await
-                        .map_err(|e| format!("output binding {name}: {e:#}"))?;
                     for m in messages {
-                        self.queues
-                            .put_bytes(&physical, &m)
+                        self.put_output(&physical, &m)
                             .await
                             .map_err(|e| format!("output binding {name}: {e:#}"))?;
                     }
@@ -620,6 +640,7 @@ impl Inner {
         let poison = format!("{physical}-poison");
         tracing::warn!(function = %f.name, message.id = %message.id, queue = %poison, "moving the message to the poison queue");
         let moved = async {
+            self.forget_queue(&poison);
             self.ensure_queue(&poison).await?;
             self.queues.put_raw(&poison, &message.raw_text).await?;
             self.queues
@@ -633,6 +654,14 @@ impl Inner {
                 tracing::error!(error = %format!("{e:#}"), "moving to the poison queue failed")
             }
         }
+    }
+}
+
+/// Sleeps `duration`; true when the host is stopping.
+async fn pause(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => false,
+        _ = shutdown.changed() => true,
     }
 }
 
@@ -653,22 +682,16 @@ async fn queue_listener(
         if *shutdown.borrow() {
             return;
         }
-        let pause = async {
-            tokio::select! {
-                _ = tokio::time::sleep(poll) => false,
-                _ = shutdown.changed() => true,
-            }
-        };
         if let Err(e) = inner.ensure_queue(&physical).await {
             tracing::warn!(queue = %physical, error = %format!("{e:#}"), "cannot create the trigger queue");
-            if pause.await {
+            if pause(poll.max(Duration::from_secs(1)), &mut shutdown).await {
                 return;
             }
             continue;
         }
         let available = permits.available_permits();
         if available == 0 {
-            if pause.await {
+            if pause(poll, &mut shutdown).await {
                 return;
             }
             continue;
@@ -689,13 +712,14 @@ async fn queue_listener(
                 }
             }
             Ok(_) => {
-                if pause.await {
+                if pause(poll, &mut shutdown).await {
                     return;
                 }
             }
             Err(e) => {
                 tracing::warn!(queue = %physical, error = %format!("{e:#}"), "polling the queue failed");
-                if pause.await {
+                inner.forget_queue(&physical);
+                if pause(poll.max(Duration::from_secs(1)), &mut shutdown).await {
                     return;
                 }
             }
@@ -1051,9 +1075,7 @@ impl RunningHost {
     /// On storage errors.
     pub async fn enqueue(&self, queue: &str, text: &str) -> anyhow::Result<()> {
         let physical = self.inner.physical(queue);
-        self.inner.ensure_queue(&physical).await?;
-        self.inner.queues.put_message(&physical, text).await?;
-        Ok(())
+        self.inner.put_output(&physical, text.as_bytes()).await
     }
 
     /// The visible messages (decoded text) of a queue named in function.json.

@@ -72,8 +72,11 @@ fn write_app() -> App {
 }
 
 async fn start(app: &App, patch: Option<Value>) -> RunningHost {
-    let storage = Azurite::shared().await.unwrap();
-    let mut cfg = HostConfig::new(&app.root, env!("CARGO_BIN_EXE_fake-handler"), &storage);
+    start_on(app, patch, &Azurite::shared().await.unwrap()).await
+}
+
+async fn start_on(app: &App, patch: Option<Value>, storage: &str) -> RunningHost {
+    let mut cfg = HostConfig::new(&app.root, env!("CARGO_BIN_EXE_fake-handler"), storage);
     cfg.env = vec![
         ("FANOUT_SCHEDULE".into(), "0 0 0 1 1 *".into()),
         (
@@ -434,4 +437,34 @@ async fn an_unresolved_schedule_setting_stops_start_up_with_its_name() {
     let cfg = HostConfig::new(&app.root, env!("CARGO_BIN_EXE_fake-handler"), &storage);
     let err = format!("{:#}", Host::start(cfg).await.err().unwrap());
     assert!(err.contains("FANOUT_SCHEDULE"), "{err}");
+}
+
+#[tokio::test]
+async fn queue_listeners_recover_when_azurite_restarts_with_empty_storage() {
+    let app = write_app();
+    let mut azurite = Azurite::start().await.unwrap();
+    let host = start_on(&app, None, &azurite.connection_string()).await;
+    host.enqueue("work", "before").await.unwrap();
+    host.wait_for_idle(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(host.stats("Work").succeeded, 1);
+
+    azurite.stop().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    azurite.restart().await.unwrap();
+    // The trigger queue is gone with the in-memory data; the listener re-creates it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while host.enqueue("work", "after").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "enqueue after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    host.wait_for_idle(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(host.stats("Work").succeeded, 2);
+    // Its output queue was re-created too.
+    assert_eq!(
+        host.queue_messages("done").await.unwrap(),
+        vec!["done after"]
+    );
 }
