@@ -287,7 +287,7 @@ impl TableClient {
         req.body = Some((Bytes::from(body), JSON));
         let reply = self.service.send(&req).await?;
         match reply.success() {
-            // A retried create may meet its own first attempt: that conflict is success too.
+            // Already there (perhaps made by this call's own retried first attempt): done.
             Ok(_) => {}
             Err(TableError::Conflict { code, .. }) if code == "TableAlreadyExists" => {}
             Err(e) => return Err(e),
