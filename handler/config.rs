@@ -533,13 +533,13 @@ fn read_storage(r: &mut Reader<'_>) -> Option<StorageSettings> {
     });
     let credential = r.raw("AzureWebJobsStorage__credential");
     let client_id = r.optional("AzureWebJobsStorage__clientId", parse_guid);
-    if let Some(c) = &credential {
-        if !c.eq_ignore_ascii_case("managedidentity") {
-            r.problem(
-                "AzureWebJobsStorage__credential",
-                "must be 'managedidentity' when set",
-            );
-        }
+    if let Some(c) = &credential
+        && !c.eq_ignore_ascii_case("managedidentity")
+    {
+        r.problem(
+            "AzureWebJobsStorage__credential",
+            "must be 'managedidentity' when set",
+        );
     }
     match (conn, uri) {
         (Some(conn), _) => {

@@ -126,10 +126,9 @@ impl ApiError {
             details: Some(Value::Object(extra)),
             ..
         } = &self
+            && let Some(obj) = error.as_object_mut()
         {
-            if let Some(obj) = error.as_object_mut() {
-                obj.extend(extra.clone());
-            }
+            obj.extend(extra.clone());
         }
         HttpResponse::json(status, &json!({ "error": error }))
     }

@@ -119,17 +119,17 @@ pub fn resolve(devices: &[DupKey]) -> HashMap<MachineId, MachineId> {
 
     let mut out = HashMap::new();
     for (i, d) in devices.iter().enumerate() {
-        if let Some(target) = &d.merged_into {
-            if target != &d.machine_id {
-                out.insert(d.machine_id.clone(), target.clone());
-                continue;
-            }
+        if let Some(target) = &d.merged_into
+            && target != &d.machine_id
+        {
+            out.insert(d.machine_id.clone(), target.clone());
+            continue;
         }
         let root = find(&mut parent, i);
-        if let Some(&primary) = newest.get(&root) {
-            if primary != i {
-                out.insert(d.machine_id.clone(), devices[primary].machine_id.clone());
-            }
+        if let Some(&primary) = newest.get(&root)
+            && primary != i
+        {
+            out.insert(d.machine_id.clone(), devices[primary].machine_id.clone());
         }
     }
     out

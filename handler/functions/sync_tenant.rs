@@ -245,6 +245,9 @@ pub fn to_content(m: Machine) -> Option<DeviceContent> {
     })
 }
 
+type BatchFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TableError>> + Send + 'a>>;
+
 /// Writes batches of one partition with a few in flight.
 struct Writer<'a> {
     table: &'a TableClient,
@@ -252,9 +255,7 @@ struct Writer<'a> {
     /// RowKey → index in `pending`: a batch may name an entity only once, so a second write
     /// to the same row (content, then its DuplicateOf) is folded into the first.
     pending_rows: HashMap<String, usize>,
-    in_flight: FuturesUnordered<
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), TableError>> + Send + 'a>>,
-    >,
+    in_flight: FuturesUnordered<BatchFuture<'a>>,
     writes: u64,
 }
 
@@ -270,11 +271,11 @@ impl<'a> Writer<'a> {
     }
 
     async fn push(&mut self, entity: Entity) -> Result<(), TableError> {
-        if let Some(&i) = self.pending_rows.get(&entity.row_key) {
-            if let Some(BatchOp::UpsertMerge(existing)) = self.pending.get_mut(i) {
-                existing.props.extend(entity.props);
-                return Ok(());
-            }
+        if let Some(&i) = self.pending_rows.get(&entity.row_key)
+            && let Some(BatchOp::UpsertMerge(existing)) = self.pending.get_mut(i)
+        {
+            existing.props.extend(entity.props);
+            return Ok(());
         }
         self.pending_rows
             .insert(entity.row_key.clone(), self.pending.len());
