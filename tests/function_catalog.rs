@@ -36,18 +36,40 @@ fn every_function_folder_has_a_handler_and_every_handler_has_a_folder() {
 #[test]
 fn bindings_in_function_json_match_the_catalog() {
     for spec in CATALOG {
-        let fj = read_json(&root().join("functions").join(spec.name).join("function.json"));
+        let fj = read_json(
+            &root()
+                .join("functions")
+                .join(spec.name)
+                .join("function.json"),
+        );
         let bindings = fj["bindings"].as_array().expect("bindings array");
         let inputs: Vec<&Value> = bindings.iter().filter(|b| b["direction"] == "in").collect();
-        assert_eq!(inputs.len(), 1, "{}: exactly one input (the trigger)", spec.name);
+        assert_eq!(
+            inputs.len(),
+            1,
+            "{}: exactly one input (the trigger)",
+            spec.name
+        );
         let trigger = inputs[0];
-        assert_eq!(trigger["name"], spec.trigger_binding, "{}: trigger binding name", spec.name);
+        assert_eq!(
+            trigger["name"], spec.trigger_binding,
+            "{}: trigger binding name",
+            spec.name
+        );
         match spec.trigger {
-            Trigger::Http { methods, route, auth } => {
+            Trigger::Http {
+                methods,
+                route,
+                auth,
+            } => {
                 assert_eq!(trigger["type"], "httpTrigger", "{}", spec.name);
                 assert_eq!(trigger["route"], route, "{}", spec.name);
-                let declared: Vec<&str> =
-                    trigger["methods"].as_array().expect("methods").iter().filter_map(Value::as_str).collect();
+                let declared: Vec<&str> = trigger["methods"]
+                    .as_array()
+                    .expect("methods")
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
                 assert_eq!(declared, methods, "{}", spec.name);
                 let level = match auth {
                     AuthLevel::Anonymous => "anonymous",
@@ -63,10 +85,17 @@ fn bindings_in_function_json_match_the_catalog() {
             Trigger::Queue { queue } => {
                 assert_eq!(trigger["type"], "queueTrigger", "{}", spec.name);
                 assert_eq!(trigger["queueName"], queue, "{}", spec.name);
-                assert_eq!(trigger["connection"], "AzureWebJobsStorage", "{}", spec.name);
+                assert_eq!(
+                    trigger["connection"], "AzureWebJobsStorage",
+                    "{}",
+                    spec.name
+                );
             }
         }
-        let outputs: Vec<&Value> = bindings.iter().filter(|b| b["direction"] == "out").collect();
+        let outputs: Vec<&Value> = bindings
+            .iter()
+            .filter(|b| b["direction"] == "out")
+            .collect();
         assert_eq!(outputs.len(), spec.outputs.len(), "{}: outputs", spec.name);
         for (name, queue) in spec.outputs {
             let b = outputs
@@ -78,7 +107,11 @@ fn bindings_in_function_json_match_the_catalog() {
                 Some(q) => {
                     assert_eq!(b["type"], "queue", "{}: {name}", spec.name);
                     assert_eq!(b["queueName"], *q, "{}: {name}", spec.name);
-                    assert_eq!(b["connection"], "AzureWebJobsStorage", "{}: {name}", spec.name);
+                    assert_eq!(
+                        b["connection"], "AzureWebJobsStorage",
+                        "{}: {name}",
+                        spec.name
+                    );
                 }
             }
         }
@@ -89,10 +122,22 @@ fn bindings_in_function_json_match_the_catalog() {
 fn binding_and_function_names_follow_the_hosts_naming_rules() {
     for spec in CATALOG {
         let ok_fn = spec.name.len() <= 128
-            && spec.name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && spec
+                .name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic())
+            && spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         assert!(ok_fn, "{}", spec.name);
-        let fj = read_json(&root().join("functions").join(spec.name).join("function.json"));
+        let fj = read_json(
+            &root()
+                .join("functions")
+                .join(spec.name)
+                .join("function.json"),
+        );
         for b in fj["bindings"].as_array().expect("bindings") {
             let name = b["name"].as_str().expect("name");
             assert!(
@@ -108,14 +153,23 @@ fn binding_and_function_names_follow_the_hosts_naming_rules() {
 fn host_json_runs_the_handler_in_payload_mode_with_queue_retries() {
     let host = read_json(&root().join("host.json"));
     assert_eq!(host["version"], "2.0");
-    assert_eq!(host["customHandler"]["description"]["defaultExecutablePath"], "handler");
+    assert_eq!(
+        host["customHandler"]["description"]["defaultExecutablePath"],
+        "handler"
+    );
     assert_eq!(host["customHandler"]["enableForwardingHttpRequest"], false);
-    assert_eq!(host["extensionBundle"]["id"], "Microsoft.Azure.Functions.ExtensionBundle");
+    assert_eq!(
+        host["extensionBundle"]["id"],
+        "Microsoft.Azure.Functions.ExtensionBundle"
+    );
     assert_eq!(host["extensionBundle"]["version"], "[4.*, 5.0.0)");
     assert_eq!(host["extensions"]["queues"]["maxDequeueCount"], 5);
     assert!(host["extensions"]["queues"]["visibilityTimeout"].is_string());
     assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
-    assert!(host["functionTimeout"].is_string(), "an explicit functionTimeout");
+    assert!(
+        host["functionTimeout"].is_string(),
+        "an explicit functionTimeout"
+    );
 }
 
 #[test]
@@ -127,7 +181,10 @@ fn the_sample_settings_list_every_setting_the_handler_reads() {
         if name.starts_with("AzureWebJobsStorage__") || *name == "FUNCTIONS_CUSTOMHANDLER_PORT" {
             continue;
         }
-        assert!(values.contains_key(*name), "local.settings.sample.json lacks {name}");
+        assert!(
+            values.contains_key(*name),
+            "local.settings.sample.json lacks {name}"
+        );
     }
     assert_eq!(values["FUNCTIONS_WORKER_RUNTIME"], "custom");
 }
