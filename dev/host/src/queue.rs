@@ -513,3 +513,22 @@ mod tests {
         assert!(validate_queue_name("-ab").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_survives_escaping(text in ".{0,200}") {
+            prop_assert_eq!(xml_unescape(&xml_escape(&text)), text);
+        }
+
+        #[test]
+        fn parsing_arbitrary_answers_never_panics(xml in ".{0,300}") {
+            let _ = parse_messages(&xml);
+            let _ = xml_element(&xml, "Code");
+        }
+    }
+}

@@ -221,3 +221,34 @@ mod tests {
         assert!(a.precedence() > b.precedence());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_segment_value_is_captured_back_exactly(
+            a in "[^/]{1,20}", b in "[^/]{1,20}"
+        ) {
+            let template = RouteTemplate::parse("x/{a}/{b?}").unwrap();
+            // Percent-encode every byte but ASCII alphanumerics, as a client would a path.
+            let encode = |s: &str| {
+                s.bytes()
+                    .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                    .collect::<String>()
+            };
+            let path = format!("x/{}/{}", encode(&a), encode(&b));
+            let params = template.matches(&split_path(&path)).unwrap();
+            prop_assert_eq!(params.get("a").and_then(Value::as_str), Some(a.as_str()));
+            prop_assert_eq!(params.get("b").and_then(Value::as_str), Some(b.as_str()));
+        }
+
+        #[test]
+        fn parsing_never_panics(template in ".{0,40}") {
+            let _ = RouteTemplate::parse(&template);
+        }
+    }
+}

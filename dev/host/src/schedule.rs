@@ -192,3 +192,25 @@ mod tests {
         assert!(Schedule::parse("00:00:00").is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parsing_arbitrary_schedules_never_panics(text in ".{0,60}") {
+            let _ = Schedule::parse(&text);
+        }
+
+        #[test]
+        fn every_cron_occurrence_is_in_the_future(minute in 0u32..60, second in 0u32..60) {
+            let s = Schedule::parse(&format!("{second} {minute} * * * *")).unwrap();
+            let now = Utc::now();
+            let next = s.next_after(now).unwrap();
+            prop_assert!(next > now);
+            prop_assert!(next - now <= chrono::Duration::hours(1));
+        }
+    }
+}
