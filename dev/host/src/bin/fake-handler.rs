@@ -30,12 +30,15 @@ fn record(function: &str, headers: &HeaderMap, body: &Bytes) {
         "body": String::from_utf8_lossy(body),
         "pid": std::process::id(),
     });
+    // Invocations run concurrently: one locked, single write per line keeps lines whole.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock();
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
     {
-        let _ = writeln!(file, "{line}");
+        let _ = file.write_all(format!("{line}\n").as_bytes());
     }
 }
 
