@@ -8,6 +8,8 @@
 //! - [`host`]: the custom-handler wire protocol (envelopes, double decoding, answers).
 //! - [`functions`]: one module per `functions/<Name>` folder, and their catalog.
 //! - [`domain`]: validated ids and pure logic (no I/O).
+//! - [`offboard`]: offboarding use cases shared by the webhook, the flag timer, the worker
+//!   and the tracker (device resolution, policy, acceptance, state changes).
 //! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
 
@@ -18,5 +20,6 @@ pub mod domain;
 pub mod error;
 pub mod functions;
 pub mod host;
+pub mod offboard;
 pub mod store;
 pub mod telemetry;

@@ -211,7 +211,7 @@ async fn a_malformed_envelope_fails_the_invocation_without_a_panic() {
 }
 
 #[tokio::test]
-async fn a_not_yet_built_http_function_answers_a_json_error_inside_res() {
+async fn an_http_function_refusing_its_input_answers_a_json_error_inside_res() {
     let port = start_handler().await;
     let mut json: Value =
         serde_json::from_str(&fixture("http-trigger.request.json")).expect("fixture");

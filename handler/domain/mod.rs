@@ -5,6 +5,8 @@ pub mod device;
 pub mod duplicates;
 pub mod ids;
 pub mod notification;
+pub mod request;
+pub mod signature;
 
 pub use channel::{Channel, ChannelSet};
 pub use ids::{IdError, IncidentId, MachineId, RequestId, TenantId};

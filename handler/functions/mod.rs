@@ -3,10 +3,15 @@
 //! The catalog repeats what `functions/*/function.json` declares; a contract test checks the
 //! two agree, so a renamed binding can't silently drop an output.
 
+pub mod action_tracker;
 pub mod body;
 pub mod devices;
 pub mod health;
 pub mod jobs;
+pub mod offboard_flagged;
+pub mod offboard_status;
+pub mod offboard_webhook;
+pub mod offboard_worker;
 pub mod sync_scheduler;
 pub mod sync_tenant;
 pub mod tenants;
@@ -216,6 +221,16 @@ pub async fn invoke(
         ("Devices", TriggerData::Http(req)) => {
             Ok(http_answer(inv, devices::handle(state, &req).await))
         }
+        ("OffboardWebhook", TriggerData::Http(req)) => Ok(http_answer(
+            inv,
+            offboard_webhook::handle(state, &req).await,
+        )),
+        ("OffboardStatus", TriggerData::Http(req)) => {
+            Ok(http_answer(inv, offboard_status::handle(state, &req).await))
+        }
+        ("OffboardWorker", TriggerData::Queue(msg)) => offboard_worker::handle(state, &msg).await,
+        ("OffboardFlagged", TriggerData::Timer(_)) => offboard_flagged::handle(state).await,
+        ("ActionTracker", TriggerData::Timer(_)) => action_tracker::handle(state).await,
         ("SyncScheduler", TriggerData::Timer(_)) => sync_scheduler::handle(state).await,
         ("SyncTenant", TriggerData::Queue(msg)) => sync_tenant::handle(state, &msg).await,
         _ => not_implemented(spec, inv),

@@ -4,7 +4,11 @@
 //! use by this process (one call per table per process).
 
 pub mod audit;
+pub mod cursors;
 pub mod devices;
+pub mod incidents;
+pub mod outbox;
+pub mod requests;
 pub mod tenants;
 
 use crate::clients::tables::{TableClient, TableError, TableService};

@@ -1,0 +1,327 @@
+//! `OffboardWebhook`: `POST /api/offboard` from other systems (ITSM, HR leaver flows).
+//!
+//! Order matters: the signature is checked before anything is read or written; the body is
+//! parsed into domain types (400 names the field); the tenant and the device are resolved
+//! within that tenant only; policy refusals are 422; the idempotency key is claimed
+//! atomically so a repeat (even a concurrent one) gets the first request back with a 200.
+
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use super::body::{JsonBody, truncate};
+use super::tenants::storage;
+use crate::app::AppState;
+use crate::clients::tables::{Entity, TableError};
+use crate::domain::request::{DEFAULT_COMMENT, IdempotencyKey, Source};
+use crate::domain::signature::{self, SignatureError};
+use crate::domain::{MachineId, TenantId};
+use crate::error::ApiError;
+use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
+use crate::offboard::{self, Accepted, NewRequest, OffboardJob, Refusal, Selector, Tables};
+use crate::store::{self, names, tenants};
+
+/// DESIGN §3: bodies of at most 64 KiB.
+pub const BODY_LIMIT: usize = 64 * 1024;
+const FIELDS: &[&str] = &[
+    "tenantId",
+    "machineId",
+    "deviceName",
+    "aadDeviceId",
+    "comment",
+    "requestedBy",
+    "idempotencyKey",
+    "dryRun",
+];
+/// Partition of `IdempotencyKeys` holding the signatures seen in the last 300 s.
+const SIGNATURES_PARTITION: &str = "webhook-signatures";
+
+/// POST /api/offboard.
+///
+/// # Errors
+/// [`ApiError`] for the caller.
+pub async fn handle(
+    state: &AppState,
+    req: &HttpRequestData,
+) -> Result<InvocationResponse, ApiError> {
+    let raw = req.body.as_deref().unwrap_or_default();
+    if raw.len() > BODY_LIMIT {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the body is larger than {BODY_LIMIT} bytes"
+        )));
+    }
+    let signed = verify_signature(state, req, raw).await?;
+    let parsed = parse(req, if signed { Source::Webhook } else { Source::Api })?;
+    let (new, selector) = parsed;
+    tracing::Span::current().record("tenant.id", new.tenant_id.as_str());
+
+    let tenants_table = store::open(state.tables(), names::TENANTS)
+        .await
+        .map_err(storage)?;
+    match tenants::get(&tenants_table, &new.tenant_id)
+        .await
+        .map_err(storage)?
+    {
+        None => {
+            return Err(ApiError::not_found(
+                "TenantNotFound",
+                format!("tenant {} is not registered", new.tenant_id),
+            ));
+        }
+        Some(t) if !t.tenant.enabled => {
+            return Err(ApiError::unprocessable(
+                "TenantDisabled",
+                format!("tenant {} is disabled", new.tenant_id),
+            ));
+        }
+        Some(_) => {}
+    }
+    let t = Tables::open(state.tables()).await.map_err(storage)?;
+
+    // A repeat with a known key answers before any device check: the device may have
+    // changed since (it is being offboarded, after all).
+    if let Some(key) = &new.idempotency_key
+        && let Some(owner) = crate::store::requests::key_owner(&t.keys, &new.tenant_id, key)
+            .await
+            .map_err(storage)?
+    {
+        let existing = crate::store::requests::get(&t.requests, &new.tenant_id, &owner)
+            .await
+            .map_err(storage)?;
+        return Ok(repeat_answer(
+            &new.tenant_id,
+            &owner,
+            existing.map(|v| v.request).as_ref(),
+        ));
+    }
+
+    let device = match offboard::resolve_device(&t, &new.tenant_id, &selector)
+        .await
+        .map_err(storage)?
+    {
+        Ok(d) => d,
+        Err(refusal) => return Err(refusal_error(refusal)),
+    };
+    tracing::Span::current().record("request.id", tracing::field::Empty);
+    if let Err(refusal) = offboard::check_policy(
+        &t,
+        &new.tenant_id,
+        &device,
+        &state.config().offboard_exclude_tag,
+    )
+    .await
+    .map_err(storage)?
+    {
+        return Err(refusal_error(refusal));
+    }
+
+    match offboard::accept(&t, &new, &device, state.now())
+        .await
+        .map_err(storage)?
+    {
+        Accepted::Repeat {
+            request_id,
+            existing,
+        } => Ok(repeat_answer(
+            &new.tenant_id,
+            &request_id,
+            existing.as_ref(),
+        )),
+        Accepted::New(r) => {
+            tracing::Span::current().record("request.id", r.request_id.as_str());
+            let body = json!({
+                "requestId": r.request_id.as_str(),
+                "status": r.status.as_str(),
+                "statusUrl": offboard::status_url(&r.tenant_id, &r.request_id),
+                "machineId": r.machine_id.as_str(),
+                "message": r.message,
+            });
+            if r.dry_run {
+                tracing::info!(device.id = %r.machine_id, "dry run recorded");
+                return Ok(InvocationResponse::http(&HttpResponse::json(200, &body)));
+            }
+            tracing::info!(device.id = %r.machine_id, source = r.source.as_str(), "offboard request accepted");
+            let job = OffboardJob {
+                tenant_id: r.tenant_id.clone(),
+                request_id: r.request_id.clone(),
+            };
+            Ok(
+                InvocationResponse::http(&HttpResponse::json(202, &body).with_header(
+                    "Location",
+                    offboard::status_url(&r.tenant_id, &r.request_id),
+                ))
+                .with_queue("jobs", vec![job.to_message()]),
+            )
+        }
+    }
+}
+
+fn repeat_answer(
+    tenant: &TenantId,
+    id: &crate::domain::RequestId,
+    existing: Option<&crate::store::requests::OffboardRequest>,
+) -> InvocationResponse {
+    tracing::info!(request.id = %id, "idempotency key seen before; answering with the first request");
+    let status = existing.map_or("Accepted", |r| r.status.as_str());
+    InvocationResponse::http(&HttpResponse::json(
+        200,
+        &json!({
+            "requestId": id.as_str(),
+            "status": status,
+            "statusUrl": offboard::status_url(tenant, id),
+            "machineId": existing.map(|r| r.machine_id.as_str()),
+        }),
+    ))
+}
+
+fn refusal_error(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NotFound(m) => ApiError::not_found("DeviceNotFound", m),
+        Refusal::Ambiguous {
+            message,
+            candidates,
+        } => ApiError::conflict("AmbiguousDevice", message, Some(candidates)),
+        Refusal::Policy { code, message } => ApiError::unprocessable(code, message),
+    }
+}
+
+/// Verifies `X-Signature` when `WEBHOOK_HMAC_SECRET` is configured, and refuses a signature
+/// seen before (replay). Returns whether the request was signed.
+async fn verify_signature(
+    state: &AppState,
+    req: &HttpRequestData,
+    raw: &str,
+) -> Result<bool, ApiError> {
+    let Some(secret_name) = &state.config().webhook_hmac_secret else {
+        return Ok(false);
+    };
+    let vault = state.vault().ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "WEBHOOK_HMAC_SECRET is set but Key Vault is not configured"
+        ))
+    })?;
+    let key = vault.get(secret_name).await.map_err(|e| {
+        if e.is_transient() {
+            ApiError::Unavailable("the signing key can't be read right now; retry later".into())
+        } else {
+            ApiError::Internal(anyhow::Error::new(e).context("reading the webhook signing key"))
+        }
+    })?;
+    let now = state.now().unix_timestamp();
+    let sig = signature::verify(
+        key.value.expose_secret().as_bytes(),
+        req.header("x-signature"),
+        req.header("x-signature-timestamp"),
+        raw.as_bytes(),
+        now,
+    )
+    .map_err(|e: SignatureError| ApiError::Unauthorized(e.to_string()))?;
+
+    // Replay guard: a valid signature is accepted once. The row needs no expiry sweep to be
+    // correct: an old signature fails the 300 s window anyway.
+    let table = store::open(state.tables(), names::IDEMPOTENCY_KEYS)
+        .await
+        .map_err(storage)?;
+    let row = Entity::new(SIGNATURES_PARTITION, sig.as_str()).with("SeenAt", state.now());
+    match table.insert(&row).await {
+        Ok(_) => Ok(true),
+        Err(TableError::Conflict {
+            after_retry: false, ..
+        }) => Err(ApiError::Unauthorized(
+            "this signature was already used; sign each request anew".into(),
+        )),
+        // Our own first attempt may have landed before a retry: not a replay by the caller.
+        Err(TableError::Conflict {
+            after_retry: true, ..
+        }) => Ok(true),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+/// The body as domain types; a 400 names the field at fault.
+fn parse(req: &HttpRequestData, source: Source) -> Result<(NewRequest, Selector), ApiError> {
+    let body = JsonBody::parse(req, BODY_LIMIT)?;
+    body.only(FIELDS)?;
+    let tenant_id = TenantId::parse(&body.str("tenantId")?)
+        .map_err(|e| ApiError::bad_request("InvalidTenantId", e.to_string()))?;
+    let selectors: Vec<&str> = ["machineId", "deviceName", "aadDeviceId"]
+        .into_iter()
+        .filter(|f| body.has(f))
+        .collect();
+    let selector = match selectors.as_slice() {
+        ["machineId"] => Selector::MachineId(
+            MachineId::parse(&body.str("machineId")?)
+                .map_err(|e| ApiError::bad_request("InvalidMachineId", e.to_string()))?,
+        ),
+        ["deviceName"] => {
+            let name = body.str("deviceName")?;
+            if name.chars().count() > 255 || name.chars().any(char::is_control) {
+                return Err(ApiError::bad_request(
+                    "InvalidDeviceName",
+                    "deviceName must be at most 255 printable characters",
+                ));
+            }
+            Selector::DeviceName(name)
+        }
+        ["aadDeviceId"] => {
+            let raw = body.str("aadDeviceId")?;
+            let id = uuid::Uuid::try_parse(&raw).map_err(|_| {
+                ApiError::bad_request("InvalidAadDeviceId", "aadDeviceId must be a GUID")
+            })?;
+            Selector::AadDeviceId(id.hyphenated().to_string())
+        }
+        [] => {
+            return Err(ApiError::bad_request(
+                "MissingDeviceSelector",
+                "name the device with exactly one of machineId, deviceName or aadDeviceId",
+            ));
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "AmbiguousDeviceSelector",
+                format!(
+                    "give exactly one of machineId, deviceName or aadDeviceId, not {}",
+                    selectors.join(" and ")
+                ),
+            ));
+        }
+    };
+    let comment = body
+        .opt_str("comment")?
+        .unwrap_or_else(|| DEFAULT_COMMENT.to_owned());
+    if comment.chars().count() > 1000 {
+        return Err(ApiError::bad_request(
+            "InvalidField",
+            "comment must be at most 1000 characters",
+        ));
+    }
+    let requested_by = body.opt_str("requestedBy")?;
+    if requested_by
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > 256)
+    {
+        return Err(ApiError::bad_request(
+            "InvalidField",
+            "requestedBy must be at most 256 characters",
+        ));
+    }
+    let idempotency_key = match body.opt_str("idempotencyKey")? {
+        Some(k) => Some(
+            IdempotencyKey::parse(&k)
+                .map_err(|e| ApiError::bad_request("InvalidIdempotencyKey", e))?,
+        ),
+        None => None,
+    };
+    let dry_run = body.opt_bool("dryRun")?.unwrap_or(false);
+    let _ = truncate;
+    Ok((
+        NewRequest {
+            tenant_id,
+            source,
+            requested_by,
+            comment,
+            idempotency_key,
+            dry_run,
+        },
+        selector,
+    ))
+}

@@ -1,0 +1,228 @@
+//! `OffboardRequests` rows and the `IdempotencyKeys` that point at them.
+
+use time::OffsetDateTime;
+
+use crate::clients::tables::{ETag, EdmValue, Entity, IfMatch, TableClient, TableError, filter};
+use crate::domain::request::{IdempotencyKey, RequestStatus, Source};
+use crate::domain::{MachineId, RequestId, TenantId};
+
+/// One offboard request as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffboardRequest {
+    pub tenant_id: TenantId,
+    pub request_id: RequestId,
+    pub machine_id: MachineId,
+    pub device_name: Option<String>,
+    pub source: Source,
+    pub requested_by: Option<String>,
+    pub comment: String,
+    pub idempotency_key: Option<String>,
+    pub dry_run: bool,
+    pub status: RequestStatus,
+    pub action_id: Option<String>,
+    pub http_status: Option<u16>,
+    /// Defender's message, verbatim, or ours.
+    pub message: Option<String>,
+    pub attempts: u32,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl OffboardRequest {
+    fn to_entity(&self) -> Entity {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+        Entity::new(self.tenant_id.as_str(), self.request_id.as_str())
+            .with("MachineId", self.machine_id.as_str())
+            .with("DeviceName", opt(&self.device_name))
+            .with("Source", self.source.as_str())
+            .with("RequestedBy", opt(&self.requested_by))
+            .with("Comment", self.comment.as_str())
+            .with("IdempotencyKey", opt(&self.idempotency_key))
+            .with("DryRun", self.dry_run)
+            .with("Status", self.status.as_str())
+            .with("ActionId", opt(&self.action_id))
+            .with(
+                "HttpStatus",
+                EdmValue::Int32(self.http_status.map_or(0, i32::from)),
+            )
+            .with("Message", opt(&self.message))
+            .with(
+                "Attempts",
+                EdmValue::Int32(i32::try_from(self.attempts).unwrap_or(i32::MAX)),
+            )
+            .with("CreatedAt", self.created_at)
+            .with("UpdatedAt", self.updated_at)
+    }
+
+    fn from_entity(e: &Entity) -> Result<Self, TableError> {
+        let bad = |what: &str, why: String| {
+            TableError::Decode(format!("OffboardRequests/{}: {what}: {why}", e.row_key))
+        };
+        let nonempty = |c: &str| e.get_str(c).filter(|s| !s.is_empty()).map(str::to_owned);
+        Ok(Self {
+            tenant_id: TenantId::parse(&e.partition_key)
+                .map_err(|x| bad("PartitionKey", x.to_string()))?,
+            request_id: RequestId::parse(&e.row_key).map_err(|x| bad("RowKey", x.to_string()))?,
+            machine_id: MachineId::parse(e.get_str("MachineId").unwrap_or_default())
+                .map_err(|x| bad("MachineId", x.to_string()))?,
+            device_name: nonempty("DeviceName"),
+            source: Source::parse(e.get_str("Source").unwrap_or_default())
+                .map_err(|x| bad("Source", x))?,
+            requested_by: nonempty("RequestedBy"),
+            comment: e.get_str("Comment").unwrap_or_default().to_owned(),
+            idempotency_key: nonempty("IdempotencyKey"),
+            dry_run: e.get_bool("DryRun").unwrap_or(false),
+            status: RequestStatus::parse(e.get_str("Status").unwrap_or_default())
+                .map_err(|x| bad("Status", x))?,
+            action_id: nonempty("ActionId"),
+            http_status: e
+                .get_i32("HttpStatus")
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| *s != 0),
+            message: nonempty("Message"),
+            attempts: e
+                .get_i32("Attempts")
+                .and_then(|a| u32::try_from(a).ok())
+                .unwrap_or(0),
+            created_at: e.require("CreatedAt")?,
+            updated_at: e.require("UpdatedAt")?,
+        })
+    }
+}
+
+/// A request read with its ETag, for a conditional update.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub request: OffboardRequest,
+    pub etag: Option<ETag>,
+}
+
+/// One request of a tenant (another tenant's id is simply not found).
+///
+/// # Errors
+/// Storage failures, or a row that no longer decodes.
+pub async fn get(
+    table: &TableClient,
+    tenant: &TenantId,
+    id: &RequestId,
+) -> Result<Option<Versioned>, TableError> {
+    match table.get(tenant.as_str(), id.as_str()).await? {
+        None => Ok(None),
+        Some(e) => Ok(Some(Versioned {
+            request: OffboardRequest::from_entity(&e)?,
+            etag: e.etag.clone(),
+        })),
+    }
+}
+
+/// Creates a request.
+///
+/// # Errors
+/// [`TableError::Conflict`] when the id exists.
+pub async fn insert(table: &TableClient, r: &OffboardRequest) -> Result<(), TableError> {
+    table.insert(&r.to_entity()).await.map(drop)
+}
+
+/// Replaces a request if it still has `etag`.
+///
+/// # Errors
+/// [`TableError::PreconditionFailed`] when another writer changed it first.
+pub async fn update(
+    table: &TableClient,
+    r: &OffboardRequest,
+    etag: Option<ETag>,
+) -> Result<(), TableError> {
+    table
+        .update_replace(&r.to_entity(), etag.map_or(IfMatch::Any, IfMatch::Etag))
+        .await
+        .map(drop)
+}
+
+/// Requests of a tenant in one of `statuses`, at most `limit`.
+///
+/// # Errors
+/// Storage failures. Undecodable rows are skipped with a warning.
+pub async fn with_status(
+    table: &TableClient,
+    tenant: &TenantId,
+    statuses: &[RequestStatus],
+    limit: usize,
+) -> Result<Vec<Versioned>, TableError> {
+    let any = statuses
+        .iter()
+        .map(|s| filter::eq("Status", s.as_str()))
+        .reduce(|a, b| filter::or(&a, &b))
+        .unwrap_or_else(|| filter::eq("Status", ""));
+    let f = filter::and(&filter::eq("PartitionKey", tenant.as_str()), &any);
+    let mut out = Vec::new();
+    let mut continuation = None;
+    loop {
+        let page = table
+            .query(Some(&f), None, Some(1000), continuation)
+            .await?;
+        for e in &page.entities {
+            match OffboardRequest::from_entity(e) {
+                Ok(request) => out.push(Versioned {
+                    request,
+                    etag: e.etag.clone(),
+                }),
+                Err(err) => {
+                    tracing::warn!(error = %err, "skipping an unreadable OffboardRequests row")
+                }
+            }
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+        match page.continuation {
+            Some(c) => continuation = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Claims an idempotency key for `request`: exactly one caller wins, even under concurrent
+/// repeats. Returns the request id the key belongs to (ours if we won).
+///
+/// # Errors
+/// Storage failures.
+pub async fn claim_key(
+    table: &TableClient,
+    tenant: &TenantId,
+    key: &IdempotencyKey,
+    request: &RequestId,
+    now: OffsetDateTime,
+) -> Result<RequestId, TableError> {
+    let e = Entity::new(tenant.as_str(), key.as_str())
+        .with("RequestId", request.as_str())
+        .with("CreatedAt", now);
+    match table.insert(&e).await {
+        Ok(_) => Ok(request.clone()),
+        Err(TableError::Conflict { .. }) => {
+            let existing = table
+                .get(tenant.as_str(), key.as_str())
+                .await?
+                .ok_or_else(|| {
+                    TableError::Decode("idempotency key vanished after a conflict".into())
+                })?;
+            RequestId::parse(existing.get_str("RequestId").unwrap_or_default())
+                .map_err(|x| TableError::Decode(format!("IdempotencyKeys/{}: {x}", key.as_str())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The request a key points at, if the key was seen before.
+///
+/// # Errors
+/// Storage failures.
+pub async fn key_owner(
+    table: &TableClient,
+    tenant: &TenantId,
+    key: &IdempotencyKey,
+) -> Result<Option<RequestId>, TableError> {
+    Ok(table
+        .get(tenant.as_str(), key.as_str())
+        .await?
+        .and_then(|e| RequestId::parse(e.get_str("RequestId").unwrap_or_default()).ok()))
+}
