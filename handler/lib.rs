@@ -12,6 +12,7 @@
 //!   and the tracker (device resolution, policy, acceptance, state changes).
 //! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
+//! - [`notify`]: notes rendered per channel (card, mail, webhook event), sent once each.
 
 pub mod app;
 pub mod clients;
@@ -20,6 +21,7 @@ pub mod domain;
 pub mod error;
 pub mod functions;
 pub mod host;
+pub mod notify;
 pub mod offboard;
 pub mod store;
 pub mod telemetry;

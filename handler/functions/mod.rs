@@ -7,7 +7,9 @@ pub mod action_tracker;
 pub mod body;
 pub mod devices;
 pub mod health;
+pub mod incident_watch;
 pub mod jobs;
+pub mod notify;
 pub mod offboard_flagged;
 pub mod offboard_status;
 pub mod offboard_webhook;
@@ -233,6 +235,8 @@ pub async fn invoke(
         ("ActionTracker", TriggerData::Timer(_)) => action_tracker::handle(state).await,
         ("SyncScheduler", TriggerData::Timer(_)) => sync_scheduler::handle(state).await,
         ("SyncTenant", TriggerData::Queue(msg)) => sync_tenant::handle(state, &msg).await,
+        ("Notify", TriggerData::Queue(msg)) => notify::handle(state, &msg).await,
+        ("IncidentWatch", TriggerData::Timer(_)) => incident_watch::handle(state).await,
         _ => not_implemented(spec, inv),
     }
 }

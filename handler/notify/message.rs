@@ -166,7 +166,11 @@ pub fn render(note: &Note, tenant_name: Option<&str>) -> Message {
             fact(&mut facts, "Machine id", machine_id);
             fact(&mut facts, "Request", request_id);
             fact(&mut facts, "Status", status);
-            fact(&mut facts, "Action", action_id.as_deref().unwrap_or_default());
+            fact(
+                &mut facts,
+                "Action",
+                action_id.as_deref().unwrap_or_default(),
+            );
             fact(
                 &mut facts,
                 "Defender message",
