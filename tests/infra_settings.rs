@@ -611,12 +611,11 @@ fn modules_and_parameter_file_match_their_declarations() {
     let declared = main.params();
     for w in toks.windows(3) {
         if let (true, Tok::Ident(name), true) = (w[0].is_ident("param"), &w[1], w[2].is_punct('='))
+            && !declared.contains_key(name)
         {
-            if !declared.contains_key(name) {
-                problems.push(format!(
-                    "main.bicepparam sets `{name}`, which main.bicep doesn't declare"
-                ));
-            }
+            problems.push(format!(
+                "main.bicepparam sets `{name}`, which main.bicep doesn't declare"
+            ));
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
