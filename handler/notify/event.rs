@@ -2,9 +2,7 @@
 //! (`X-Signature: sha256=<hex HMAC-SHA256(key, "<unix ts>.<raw body>")>`,
 //! `X-Signature-Timestamp: <unix ts>`), so receivers verify both directions the same way.
 
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use time::format_description::well_known::Rfc3339;
 
 use super::message::{Message, kind};
@@ -43,23 +41,11 @@ pub fn render(note: &Note, m: &Message) -> Value {
     })
 }
 
-/// `sha256=<hex>` of HMAC-SHA256(key, "<timestamp>.<body>").
+/// `sha256=<hex>` of HMAC-SHA256(key, "<timestamp>.<body>"): the inbound scheme
+/// ([`crate::domain::signature`]), so one verifier serves both directions.
 #[must_use]
 pub fn signature(key: &[u8], timestamp: i64, body: &[u8]) -> String {
-    // HMAC accepts keys of any length; the error arm cannot happen.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
-        return String::new();
-    };
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={hex}")
+    crate::domain::signature::sign(key, timestamp, body)
 }
 
 #[cfg(test)]
@@ -69,19 +55,17 @@ mod tests {
     use crate::notify::message::{self, tests::every_kind};
 
     #[test]
-    fn the_signature_is_hmac_sha256_over_timestamp_dot_body() {
-        // RFC 4231 test case 2 shape, with our "<ts>.<body>" message built by hand.
-        let sig = signature(b"Jefe", 1_700_000_000, b"{}");
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
-        mac.update(b"1700000000.{}");
-        let expected: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(sig, format!("sha256={expected}"));
-        assert_eq!(sig.len(), "sha256=".len() + 64);
+    fn the_signature_verifies_with_the_inbound_scheme() {
+        let body = br#"{"id":"n-1"}"#;
+        let sig = signature(b"key", 1_700_000_000, body);
+        assert!(sig.starts_with("sha256=") && sig.len() == "sha256=".len() + 64);
+        let ts = "1700000000";
+        crate::domain::signature::verify(b"key", Some(&sig), Some(ts), body, 1_700_000_010)
+            .unwrap();
+        assert!(
+            crate::domain::signature::verify(b"other", Some(&sig), Some(ts), body, 1_700_000_010)
+                .is_err()
+        );
     }
 
     #[test]
