@@ -1,0 +1,358 @@
+//! Bad input never panics, never half-writes: a corpus of malformed requests is answered with
+//! a 4xx JSON error and leaves every table exactly as it was; and known secret values never
+//! reach a log line or a stored row.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{Env, Options};
+use defender_ops::store::names;
+use dev_sim::{AppRegistration, Machine};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
+const APP1: &str = "11111111-1111-4111-8111-111111111111";
+
+fn mid(n: u32) -> String {
+    format!("{n:040x}")
+}
+
+/// Every row of every product table: (table, pk, rk, etag).
+async fn snapshot(env: &Env) -> BTreeSet<(String, String, String, String)> {
+    let mut out = BTreeSet::new();
+    for name in names::ALL {
+        let table = env.tables.table(name).expect("table");
+        let rows = match table.query_all(None, None).await {
+            Ok(rows) => rows,
+            Err(defender_ops::clients::tables::TableError::NotFound { .. }) => continue,
+            Err(e) => panic!("{name}: {e}"),
+        };
+        for r in rows {
+            let etag = r
+                .etag
+                .as_ref()
+                .map(|e| e.as_str().to_owned())
+                .unwrap_or_default();
+            out.insert(((*name).to_owned(), r.partition_key, r.row_key, etag));
+        }
+    }
+    out
+}
+
+async fn raw(
+    env: &Env,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    content_type: &str,
+) -> (u16, String) {
+    let res = env
+        .http
+        .request(method, env.url(path))
+        .header("x-functions-key", env.host.function_key())
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    (status, res.text().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing() {
+    let env = Env::start().await;
+    let now = env.sim.now();
+    env.sim.add_tenant(T1);
+    env.sim.add_machines(
+        T1,
+        (1..=3).map(|n| Machine::new(mid(n), format!("pc-{n}"), now)),
+    );
+    env.register_tenant(T1, APP1).await;
+    env.settle().await;
+    let before = snapshot(&env).await;
+    assert!(!before.is_empty());
+
+    let huge = format!(
+        "{{\"tenantId\":\"{T1}\",\"machineId\":\"{}\",\"comment\":\"{}\"}}",
+        mid(1),
+        "x".repeat(70 * 1024)
+    );
+    let injection = "x' or PartitionKey ne '";
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("not json", b"tenantId=x".to_vec()),
+        ("array", b"[1,2,3]".to_vec()),
+        ("number", b"42".to_vec()),
+        ("null", b"null".to_vec()),
+        ("bad utf-8", vec![b'{', 0xff, 0xfe, b'}']),
+        ("truncated", format!("{{\"tenantId\":\"{T1}\"").into_bytes()),
+        ("huge", huge.into_bytes()),
+        (
+            "tenant as number",
+            br#"{"tenantId": 5, "machineId": "x"}"#.to_vec(),
+        ),
+        (
+            "machineId as object",
+            format!(r#"{{"tenantId":"{T1}","machineId":{{"a":1}}}}"#).into_bytes(),
+        ),
+        (
+            "dryRun as string",
+            format!(
+                r#"{{"tenantId":"{T1}","machineId":"{}","dryRun":"true"}}"#,
+                mid(1)
+            )
+            .into_bytes(),
+        ),
+        (
+            "missing tenant",
+            format!(r#"{{"machineId":"{}"}}"#, mid(1)).into_bytes(),
+        ),
+        (
+            "two selectors",
+            format!(
+                r#"{{"tenantId":"{T1}","machineId":"{}","aadDeviceId":"x"}}"#,
+                mid(1)
+            )
+            .into_bytes(),
+        ),
+        (
+            "injection in name",
+            json!({"tenantId": T1, "deviceName": injection})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "injection in machineId",
+            json!({"tenantId": T1, "machineId": "../../Tenants(PartitionKey='tenant')"})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "control characters",
+            json!({"tenantId": T1, "deviceName": "pc\u{0}\u{7}"})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "bad idempotency key",
+            json!({"tenantId": T1, "machineId": mid(1), "idempotencyKey": "a/b#c?"})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "unknown field",
+            json!({"tenantId": T1, "machineID": mid(1)})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "unknown tenant",
+            json!({"tenantId": "00000000-0000-4000-8000-000000000001", "machineId": mid(1)})
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "unknown device",
+            json!({"tenantId": T1, "machineId": mid(99)})
+                .to_string()
+                .into_bytes(),
+        ),
+    ];
+    for (name, body) in bodies {
+        let (status, text) = raw(&env, Method::POST, "offboard", body, "application/json").await;
+        assert!((400..500).contains(&status), "{name}: {status} {text}");
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{name}: {text}"
+        );
+    }
+
+    let paths = [
+        (Method::GET, format!("devices/{T1}?stale=maybe")),
+        (Method::GET, format!("devices/{T1}?top=0")),
+        (Method::GET, format!("devices/{T1}?top=100000")),
+        (
+            Method::GET,
+            format!("devices/{T1}?continuationToken=%27%20or%201%20eq%201"),
+        ),
+        (Method::GET, format!("devices/{T1}?sort=name")),
+        (Method::GET, format!("devices/{T1}?os={}", "x".repeat(300))),
+        (Method::GET, "devices/not-a-tenant".to_owned()),
+        (Method::GET, format!("devices/{T1}/zz")),
+        (Method::GET, format!("offboard/{T1}/not-a-guid")),
+        (
+            Method::GET,
+            format!("offboard/{T1}/00000000-0000-4000-8000-000000000002"),
+        ),
+        (Method::PATCH, format!("devices/{T1}")),
+    ];
+    for (method, path) in paths {
+        let (status, text) = raw(&env, method.clone(), &path, Vec::new(), "application/json").await;
+        assert!(
+            (400..500).contains(&status),
+            "{method} {path}: {status} {text}"
+        );
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: not JSON: {text}"));
+        assert!(v["error"]["code"].is_string(), "{path}: {text}");
+    }
+    // Injection through the filter parameters is just a name that matches nothing.
+    let (status, text) = raw(
+        &env,
+        Method::GET,
+        &format!("devices/{T1}?name=x%27%20or%20PartitionKey%20ne%20%27"),
+        Vec::new(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).expect("json")["items"],
+        json!([])
+    );
+
+    let patches = [
+        json!({"offboard": "yes"}),
+        json!({"offboard": true, "extra": 1}),
+        json!({}),
+        json!([true]),
+    ];
+    for body in patches {
+        let (status, text) = raw(
+            &env,
+            Method::PATCH,
+            &format!("devices/{T1}/{}", mid(1)),
+            body.to_string().into_bytes(),
+            "application/json",
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {text}");
+    }
+    let registrations = [
+        json!({"displayName": "x", "clientId": APP1, "authMode": "secret", "secretName": "no such secret!"}),
+        json!({"displayName": "x".repeat(300), "clientId": APP1, "authMode": "federated"}),
+        json!({"displayName": "x", "clientId": APP1, "authMode": "federated", "notifyChannels": ["sms"]}),
+        json!({"displayName": "x", "clientId": APP1, "authMode": "federated", "defenderApiBase": "http://plain"}),
+    ];
+    for body in registrations {
+        let (status, answer) = env
+            .admin(Method::PUT, &format!("tenants/{T1}"), Some(&body))
+            .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+
+    let after = snapshot(&env).await;
+    let changed: Vec<_> = after.symmetric_difference(&before).collect();
+    assert!(changed.is_empty(), "bad input changed tables: {changed:?}");
+}
+
+#[tokio::test]
+async fn known_secret_values_never_reach_a_log_line_or_a_stored_row() {
+    const HMAC_KEY: &str = "hmac-key-7f1e0c9a5b3d4e2f";
+    const TEAMS_SIG: &str = "teams-sig-a1b2c3d4e5f6";
+    let env = Env::start_with(Options {
+        settings: vec![
+            ("WEBHOOK_HMAC_SECRET".into(), "webhook-hmac".into()),
+            ("NOTIFY_TEAMS_SECRET".into(), "teams-url".into()),
+        ],
+        ..Options::default()
+    })
+    .await;
+    env.sim.set_secret("webhook-hmac", HMAC_KEY);
+    let teams_url = env.sim.add_teams_workflow("wf1", TEAMS_SIG);
+    env.sim.set_secret("teams-url", teams_url.as_str());
+    let now = env.sim.now();
+    let client_secret = "client-secret-9d8c7b6a5f4e3d2c";
+    env.sim.add_tenant(T1);
+    env.sim
+        .add_app(AppRegistration::with_secret(T1, APP1, client_secret));
+    env.sim.set_secret("tenant-8f3c2a1b", client_secret);
+    env.sim.add_machines(
+        T1,
+        (1..=3).map(|n| Machine::new(mid(n), format!("pc-{n}"), now)),
+    );
+    let (status, _) = env
+        .admin(
+            Method::PUT,
+            &format!("tenants/{T1}"),
+            Some(&json!({"displayName": "Contoso", "clientId": APP1, "authMode": "secret", "secretName": "tenant-8f3c2a1b"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    env.settle().await;
+    let body = json!({"tenantId": T1, "machineId": mid(1)}).to_string();
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp();
+    let sig = defender_ops::domain::signature::sign(HMAC_KEY.as_bytes(), ts, body.as_bytes());
+    let res = env
+        .http
+        .post(env.url("offboard"))
+        .header("x-functions-key", env.host.function_key())
+        .header("x-signature", &sig)
+        .header("x-signature-timestamp", ts.to_string())
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status().as_u16(), 202);
+    env.settle().await;
+    // The action finishes, so a result note goes to Teams.
+    env.sim.advance(std::time::Duration::from_secs(600));
+    assert!(
+        env.host
+            .fire_timer("ActionTracker")
+            .await
+            .expect("tracker")
+            .succeeded()
+    );
+    env.settle().await;
+    assert!(
+        !env.sim.teams_posts().is_empty(),
+        "a card was sent, so the Teams URL was used"
+    );
+
+    let logs = env.host.handler_log_text();
+    assert!(logs.len() > 1000, "the handler logged its work");
+    let account_key = env
+        .storage
+        .split("AccountKey=")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .unwrap_or("none");
+    let secrets = [
+        HMAC_KEY,
+        TEAMS_SIG,
+        client_secret,
+        account_key,
+        sig.as_str(),
+        env.host.function_key(),
+        env.host.admin_key(),
+    ];
+    for s in secrets {
+        assert!(!logs.contains(s), "a secret reached the handler's log");
+    }
+    for name in names::ALL {
+        let Ok(rows) = env
+            .tables
+            .table(name)
+            .expect("table")
+            .query_all(None, None)
+            .await
+        else {
+            continue;
+        };
+        for r in rows {
+            for (col, v) in &r.props {
+                if let defender_ops::clients::tables::EdmValue::String(text) = v {
+                    for s in secrets {
+                        assert!(!text.contains(s), "a secret is stored in {name}.{col}");
+                    }
+                }
+            }
+        }
+    }
+}
