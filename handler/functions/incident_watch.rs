@@ -55,22 +55,30 @@ struct TenantRun {
     changed: u64,
 }
 
-/// Watches every enabled tenant; a tenant whose Graph call fails is logged and audited and
-/// does not stop the others.
+/// Watches every enabled tenant and returns the notes.
 ///
 /// # Errors
 /// When the tenant list or the tables can't be read (the next occurrence retries).
 pub async fn handle(state: &AppState) -> Result<InvocationResponse, InvocationFailure> {
-    let fail = |e: anyhow::Error| InvocationFailure(e);
+    let (notes, lines) = run(state).await.map_err(InvocationFailure)?;
+    let answer =
+        InvocationResponse::new().with_queue("notes", notes.iter().map(Note::to_message).collect());
+    Ok(lines.into_iter().fold(answer, InvocationResponse::log))
+}
+
+/// One run over every enabled tenant: the notes, and a log line per tenant. A tenant whose
+/// Graph call fails is logged and audited and does not stop the others.
+///
+/// # Errors
+/// When the tenant list or the tables can't be read.
+async fn run(state: &AppState) -> anyhow::Result<(Vec<Note>, Vec<String>)> {
     let tenants_table = store::open(state.tables(), names::TENANTS)
         .await
-        .context("opening Tenants")
-        .map_err(fail)?;
+        .context("opening Tenants")?;
     let enabled = tenants::list(&tenants_table, true)
         .await
-        .context("listing tenants")
-        .map_err(fail)?;
-    let tables = open_tables(state).await.map_err(fail)?;
+        .context("listing tenants")?;
+    let tables = open_tables(state).await?;
     let now = state.now();
     let mut notes = Vec::new();
     let mut lines = Vec::new();
@@ -85,17 +93,7 @@ pub async fn handle(state: &AppState) -> Result<InvocationResponse, InvocationFa
                 run.changed
             )),
             Err(e) => {
-                tracing::warn!(tenant.id = %tenant.id(), error = format!("{e:#}"), "incident watch failed for a tenant");
-                let entry = AuditEntry::new(
-                    "IncidentWatchFailed",
-                    "incidents",
-                    format!("incident watch failed: {e:#}"),
-                    now,
-                );
-                let unique = format!("incidents-{}", now.unix_timestamp());
-                if let Err(ae) = audit::append(&tables.audit, tenant.id(), &entry, &unique).await {
-                    tracing::warn!(tenant.id = %tenant.id(), error = %ae, "could not audit the failure");
-                }
+                record_failure(&tables.audit, tenant.id(), &e, now).await;
                 lines.push(format!("tenant {} failed: {e:#}", tenant.id()));
             }
         }
@@ -107,12 +105,26 @@ pub async fn handle(state: &AppState) -> Result<InvocationResponse, InvocationFa
         notes = notes.len(),
         "incident watch done"
     );
-    let mut answer =
-        InvocationResponse::new().with_queue("notes", notes.iter().map(Note::to_message).collect());
-    for line in lines {
-        answer = answer.log(line);
+    Ok((notes, lines))
+}
+
+async fn record_failure(
+    audit_table: &TableClient,
+    tenant: &TenantId,
+    e: &anyhow::Error,
+    now: OffsetDateTime,
+) {
+    tracing::warn!(tenant.id = %tenant, error = format!("{e:#}"), "incident watch failed for a tenant");
+    let entry = AuditEntry::new(
+        "IncidentWatchFailed",
+        "incidents",
+        format!("incident watch failed: {e:#}"),
+        now,
+    );
+    let unique = format!("incidents-{}", now.unix_timestamp());
+    if let Err(ae) = audit::append(audit_table, tenant, &entry, &unique).await {
+        tracing::warn!(tenant.id = %tenant, error = %ae, "could not audit the failure");
     }
-    Ok(answer)
 }
 
 async fn open_tables(state: &AppState) -> anyhow::Result<Tables> {
