@@ -543,3 +543,117 @@ async fn a_malformed_note_ends_in_poison_and_sends_nothing() {
     assert!(env.sim.mails().is_empty());
     assert!(env.sim.sink_events().is_empty());
 }
+
+/// The claim protocol on its own, on Azurite: a race sends once, and a claim left by a
+/// delivery that died mid-send is taken over once its lease has run out.
+#[tokio::test]
+async fn claims_let_one_racer_send_and_expire_when_their_holder_died() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use defender_ops::clients::tables::{IfMatch, TableOptions, TableService};
+    use defender_ops::config::StorageSettings;
+    use defender_ops::domain::Channel;
+    use defender_ops::notify::deliver::{self, ChannelOutcome};
+
+    let storage = dev_host::Azurite::shared().await.expect("Azurite");
+    let tables = TableService::from_settings(
+        &StorageSettings::ConnectionString(storage.into()),
+        TableOptions::with_prefix(common::unique("c")),
+    )
+    .expect("tables");
+    let table = store::open(&tables, names::OUTBOX).await.expect("Outbox");
+    let now = OffsetDateTime::now_utc();
+    let day = outbox::day_of(now);
+    outbox::record(
+        &table,
+        &outbox::NewOutbox {
+            day: day.clone(),
+            note_id: "race-1",
+            kind: "syncFailed",
+            tenant_id: T1,
+            channels: &[Channel::Teams, Channel::Email],
+            payload: "{}",
+        },
+        now,
+    )
+    .await
+    .expect("row");
+
+    let sends = Arc::new(AtomicU32::new(0));
+    let racer = || {
+        let sends = sends.clone();
+        let (table, day) = (table.clone(), day.clone());
+        async move {
+            deliver::channel(
+                &table,
+                &day,
+                "race-1",
+                Channel::Teams,
+                OffsetDateTime::now_utc,
+                || async move {
+                    sends.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    Ok(())
+                },
+            )
+            .await
+            .expect("storage")
+        }
+    };
+    let (a, b) = tokio::join!(racer(), racer());
+    assert_eq!(sends.load(Ordering::SeqCst), 1, "{a:?} {b:?}");
+    let mut outcomes = [a, b];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(
+        outcomes,
+        [ChannelOutcome::AlreadySent, ChannelOutcome::Sent]
+    );
+
+    // A delivery died holding the email claim three minutes ago (lease: two).
+    let dead = Entity::new(day.as_str(), "race-1")
+        .with("EmailClaimId", "dead-delivery")
+        .with("EmailClaimedAt", now - time::Duration::minutes(3))
+        .with("EmailAttempts", 1);
+    table
+        .update_merge(&dead, IfMatch::Any)
+        .await
+        .expect("claim");
+    let outcome = deliver::channel(
+        &table,
+        &day,
+        "race-1",
+        Channel::Email,
+        OffsetDateTime::now_utc,
+        || async { Ok(()) },
+    )
+    .await
+    .expect("storage");
+    assert_eq!(outcome, ChannelOutcome::Sent);
+    let row = table.get(&day, "race-1").await.expect("read").expect("row");
+    assert_eq!(row.get_i32("EmailAttempts"), Some(2));
+    assert_eq!(row.get_str("EmailClaimId"), Some(""));
+    assert!(row.get_datetime("EmailSentAt").is_some());
+
+    // A failed send is recorded and releases the claim for the next delivery.
+    let outcome = deliver::channel(
+        &table,
+        &day,
+        "race-1",
+        Channel::Webhook,
+        OffsetDateTime::now_utc,
+        || async { Err("the outbound webhook answered 503".to_owned()) },
+    )
+    .await
+    .expect("storage");
+    assert_eq!(
+        outcome,
+        ChannelOutcome::Failed("the outbound webhook answered 503".into())
+    );
+    let row = table.get(&day, "race-1").await.expect("read").expect("row");
+    assert_eq!(
+        row.get_str("WebhookLastError"),
+        Some("the outbound webhook answered 503")
+    );
+    assert_eq!(row.get_str("WebhookClaimId"), Some(""));
+}
