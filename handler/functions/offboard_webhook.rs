@@ -88,6 +88,7 @@ pub async fn handle(
             .await
             .map_err(storage)?;
         return Ok(repeat_answer(
+            state.now(),
             &new.tenant_id,
             &owner,
             existing.map(|v| v.request).as_ref(),
@@ -122,6 +123,7 @@ pub async fn handle(
             request_id,
             existing,
         } => Ok(repeat_answer(
+            state.now(),
             &new.tenant_id,
             &request_id,
             existing.as_ref(),
@@ -156,13 +158,14 @@ pub async fn handle(
 }
 
 fn repeat_answer(
+    now: time::OffsetDateTime,
     tenant: &TenantId,
     id: &crate::domain::RequestId,
     existing: Option<&crate::store::requests::OffboardRequest>,
 ) -> InvocationResponse {
     tracing::info!(request.id = %id, "idempotency key seen before; answering with the first request");
     let status = existing.map_or("Accepted", |r| r.status.as_str());
-    InvocationResponse::http(&HttpResponse::json(
+    let answer = InvocationResponse::http(&HttpResponse::json(
         200,
         &json!({
             "requestId": id.as_str(),
@@ -170,7 +173,31 @@ fn repeat_answer(
             "statusUrl": offboard::status_url(tenant, id),
             "machineId": existing.map(|r| r.machine_id.as_str()),
         }),
-    ))
+    ));
+    // A caller repeats when it didn't get our first answer; the queue message of that first
+    // answer may be lost with it (the host writes outputs after we answer). Queue the job
+    // again for a request still waiting after 10 seconds: the worker ignores jobs of requests
+    // already submitted. Immediate repeats (a burst of concurrent ones) don't: their first
+    // job is almost certainly on its way, and a second worker would race the first.
+    match existing {
+        Some(r)
+            if r.status == crate::domain::request::RequestStatus::Accepted
+                && !r.dry_run
+                && now - r.updated_at > time::Duration::seconds(10) =>
+        {
+            answer.with_queue(
+                "jobs",
+                vec![
+                    OffboardJob {
+                        tenant_id: tenant.clone(),
+                        request_id: id.clone(),
+                    }
+                    .to_message(),
+                ],
+            )
+        }
+        _ => answer,
+    }
 }
 
 fn refusal_error(refusal: Refusal) -> ApiError {

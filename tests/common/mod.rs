@@ -2,6 +2,8 @@
 //! HTTPS), `dev/host` (the Functions host) and the real `handler` binary.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod outage;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +14,9 @@ use dev_sim::{AppRegistration, Sim, SimConfig};
 use serde_json::Value;
 
 pub struct Env {
+    /// Relays in front of Azurite's table and queue ports when `Options::outages` is set:
+    /// cutting them is a storage outage as the handler and the host see it.
+    pub storage_relays: Option<(outage::Relay, outage::Relay)>,
     pub sim: Sim,
     pub host: RunningHost,
     pub tables: TableService,
@@ -25,6 +30,16 @@ pub struct Env {
 pub struct Options {
     pub settings: Vec<(String, String)>,
     pub sim: Option<SimConfig>,
+    /// Route the handler's and the host's storage traffic through cuttable relays.
+    pub outages: bool,
+}
+
+fn endpoint_port(conn: &str, key: &str) -> u16 {
+    conn.split(';')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|url| url::Url::parse(url).ok())
+        .and_then(|u| u.port())
+        .unwrap_or_else(|| panic!("{key} with a port in the test storage connection string"))
 }
 
 pub fn unique(prefix: &str) -> String {
@@ -73,9 +88,20 @@ impl Env {
             env.retain(|(name, _)| *name != k);
             env.push((k, v));
         }
-        let mut cfg = HostConfig::new(workspace(), env!("CARGO_BIN_EXE_handler"), &storage);
+        let (app_storage, storage_relays) = if options.outages {
+            let table = outage::Relay::start(endpoint_port(&storage, "TableEndpoint")).await;
+            let queue = outage::Relay::start(endpoint_port(&storage, "QueueEndpoint")).await;
+            let conn = dev_host::storage::azurite_connection_string(table.port(), queue.port());
+            (conn, Some((table, queue)))
+        } else {
+            (storage.clone(), None)
+        };
+        let mut cfg = HostConfig::new(workspace(), env!("CARGO_BIN_EXE_handler"), &app_storage);
         cfg.env = env;
         cfg.queue_prefix = unique("q");
+        if options.outages {
+            cfg.listener_visibility = Duration::from_secs(5);
+        }
         cfg.echo_handler_output = std::env::var("ECHO_HANDLER").is_ok();
         cfg.host_json_patch =
             Some(serde_json::json!({"extensions": {"queues": {"visibilityTimeout": "00:00:01"}}}));
@@ -86,6 +112,7 @@ impl Env {
         )
         .expect("tables");
         Self {
+            storage_relays,
             sim,
             host,
             tables,

@@ -49,6 +49,11 @@ pub struct HostConfig {
     pub run_timers: bool,
     /// Pause between polls of an empty trigger queue.
     pub queue_poll_interval: Duration,
+    /// How long a dequeued message stays invisible while its invocation runs (the real
+    /// host's listener uses 10 minutes). If the invocation fails and storage is down, the
+    /// message can't be released early and reappears only after this; tests of storage
+    /// outages shorten it.
+    pub listener_visibility: Duration,
     /// Prefix of every physical queue name, so tests sharing one Azurite stay apart (the
     /// handler never sees queue names: they are bindings). Empty in real use.
     pub queue_prefix: String,
@@ -71,6 +76,7 @@ impl HostConfig {
             admin_key: random_key(),
             run_timers: false,
             queue_poll_interval: Duration::from_millis(100),
+            listener_visibility: Duration::from_secs(600),
             queue_prefix: String::new(),
             host_json_patch: None,
             echo_handler_output: true,
@@ -253,6 +259,7 @@ impl Host {
                         inner.clone(),
                         f.clone(),
                         cfg.queue_poll_interval,
+                        cfg.listener_visibility,
                         shutdown_rx.clone(),
                     )));
                 }
@@ -669,14 +676,14 @@ async fn queue_listener(
     inner: Arc<Inner>,
     f: FunctionDef,
     poll: Duration,
+    window: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Trigger::Queue { queue, .. } = &f.trigger else {
         return;
     };
     let physical = inner.physical(queue);
-    // The listener's visibility window; failures shorten it to visibilityTimeout.
-    let window = Duration::from_secs(600);
+    // `window` is the listener's visibility window; failures shorten it to visibilityTimeout.
     let permits = Arc::new(Semaphore::new(inner.settings.batch_size as usize));
     loop {
         if *shutdown.borrow() {
