@@ -223,6 +223,9 @@ where
                 }
             }
             Err(error) => {
+                // URLs can carry a signed query (a Teams Workflows `sig`): never keep them in
+                // an error that is logged or returned.
+                let error = error.without_url();
                 let maybe_sent = !error.is_connect();
                 if can_retry && (idempotent || !maybe_sent) {
                     let wait = policy.backoff(retries);
