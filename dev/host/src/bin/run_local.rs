@@ -609,10 +609,17 @@ async fn simulated_with_storage(
             .with_context(|| format!("writing {}", log.display()))?;
         summary(&ctx, &report, out_dir, files).await?;
         check_teams_flows(&ctx.sim)?;
+        let failed = p.checks.all();
+        if !failed.is_empty() {
+            println!();
+            println!("CHECKS FAILED (the run exits non-zero):");
+            for f in &failed {
+                println!("  - {f}");
+            }
+        }
         if args.keep_running {
             keep_running(&ctx).await;
         }
-        let failed = p.checks.all();
         if !failed.is_empty() {
             bail!(
                 "{} check(s) failed (the flow ran to the end; see the steps marked CHECK FAILED):\n  - {}",
@@ -737,7 +744,8 @@ fn sim_settings(sim: &Sim) -> Vec<(String, String)> {
         s("HOME_TENANT_ID", sim.home_tenant()),
         s("HOME_CLIENT_ID", HOME_APP),
         s("HOME_SECRET_NAME", KV_HOME),
-        s("RUST_LOG", "info"),
+        // Plain text in target/run-local/handler.log.
+        s("NO_COLOR", "1"),
     ]
 }
 
@@ -958,7 +966,28 @@ async fn flow(p: &mut Progress, ctx: &Ctx) -> anyhow::Result<Report> {
                             t.name
                         );
                     }
-                    parts.push(format!("{} {} gone, {dups} duplicates", t.name, gone.len()));
+                    let mut part = format!("{} {} gone, {dups} duplicates", t.name, gone.len());
+                    // Duplicates this sync found that the first one had left without a
+                    // DuplicateOf (no device changed in between): evidence for step 7/8.
+                    let before: std::collections::HashSet<&str> = devices[t.id]
+                        .iter()
+                        .filter(|d| !d["duplicateOf"].as_str().unwrap_or("").is_empty())
+                        .filter_map(|d| d["machineId"].as_str())
+                        .collect();
+                    let repaired: Vec<&str> = list
+                        .iter()
+                        .filter(|d| !d["duplicateOf"].as_str().unwrap_or("").is_empty())
+                        .filter_map(|d| d["machineId"].as_str())
+                        .filter(|id| !before.contains(id))
+                        .collect();
+                    if let Some(first) = repaired.first() {
+                        let _ = write!(
+                            part,
+                            " ({} set now that the first sync left empty, e.g. {first})",
+                            repaired.len()
+                        );
+                    }
+                    parts.push(part);
                 }
                 Ok((removed, parts.join(", ")))
             },
@@ -1658,6 +1687,7 @@ async fn azure_flow(
                     .iter()
                     .filter(|(k, _)| k != "AzureWebJobsStorage")
                     .cloned()
+                    .chain([("NO_COLOR".to_owned(), "1".to_owned())])
                     .collect();
                 cfg.echo_handler_output = false;
                 let host = Host::start(cfg).await?;
