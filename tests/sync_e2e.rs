@@ -470,3 +470,91 @@ async fn a_disabled_tenant_is_not_synced_and_a_wrong_secret_fails_alone() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_same_sync_job_delivered_twice_at_once_is_harmless() {
+    let env = Env::start().await;
+    let now = env.sim.now();
+    env.sim.add_tenant(T1);
+    env.sim.add_machines(
+        T1,
+        (1..=300).map(|n| machine(n, &format!("pc-{n:03}"), now)),
+    );
+    env.register_tenant(T1, APP1).await;
+    env.settle().await;
+    let (status, _) = env
+        .call(
+            Method::PATCH,
+            &format!("devices/{T1}/{}", mid(7)),
+            Some(&json!({"offboard": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for n in 1..=30u32 {
+        env.sim
+            .update_machine(T1, &mid(n), |m| m.health_status = "Inactive".into());
+    }
+    let job = json!({"tenantId": T1, "runId": "sync-twice", "reason": "scheduled"}).to_string();
+    env.host
+        .enqueue("device-sync", &job)
+        .await
+        .expect("enqueue");
+    env.host
+        .enqueue("device-sync", &job)
+        .await
+        .expect("enqueue");
+    env.settle().await;
+    let rows = env.rows("Devices", T1).await;
+    assert_eq!(rows.len(), 300);
+    let inactive = rows
+        .iter()
+        .filter(|r| r.get_str("HealthStatus") == Some("Inactive"))
+        .count();
+    assert_eq!(inactive, 30);
+    let flagged = rows.iter().find(|r| r.row_key == mid(7)).expect("row");
+    assert_eq!(
+        flagged.get_bool("Offboard"),
+        Some(true),
+        "the operator column survived both runs"
+    );
+    assert!(
+        env.host
+            .poison_messages("device-sync")
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_second_sync_of_an_unchanged_fleet_writes_nothing() {
+    // 3,000 realistic devices: many batches in flight at once, duplicates among them. A
+    // first sync that lost a DuplicateOf to a batch landing late would rewrite it here.
+    let env = Env::start().await;
+    env.sim.add_tenant(T1);
+    env.sim.generate_machines(T1, 3_000, 5);
+    env.register_tenant(T1, APP1).await;
+    env.settle().await;
+    let fired = env.host.fire_timer("SyncScheduler").await.expect("timer");
+    assert!(fired.succeeded());
+    env.settle().await;
+    let audit = env.rows("Audit", T1).await;
+    let runs: Vec<_> = audit
+        .iter()
+        .filter(|r| r.get_str("Kind") == Some("DeviceSync"))
+        .collect();
+    assert_eq!(runs.len(), 2);
+    // Newest first.
+    let (second, first) = (runs[0], runs[1]);
+    assert!(
+        first.get_i64("Duplicates").unwrap_or(0) > 0,
+        "the fleet has duplicates"
+    );
+    assert_eq!(second.get_i64("Duplicates"), first.get_i64("Duplicates"));
+    assert_eq!(second.get_i64("Unchanged"), Some(3_000));
+    assert_eq!(
+        second.get_i64("TableWrites"),
+        Some(0),
+        "nothing changed, nothing written"
+    );
+}

@@ -564,4 +564,38 @@ mod tests {
             r#"["Red","darkBlue","Mauve"]"#
         );
     }
+
+    mod next_link {
+        use super::super::rebase_link;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a server puts in `@odata.nextLink`, the next request goes to the
+            /// configured host (a bearer token is never sent elsewhere), and parsing never panics.
+            #[test]
+            fn next_links_always_stay_on_the_configured_host(link in ".{0,200}") {
+                let base = url::Url::parse("https://api.securitycenter.microsoft.com/").expect("base");
+                if let Some(next) = rebase_link(&base, &link) {
+                    prop_assert_eq!(next.scheme(), "https");
+                    prop_assert_eq!(next.host_str(), Some("api.securitycenter.microsoft.com"));
+                    prop_assert_eq!(next.port(), None);
+                }
+            }
+
+            #[test]
+            fn a_foreign_absolute_link_keeps_its_path_and_query_only(
+                host in "[a-z]{1,12}\\.example",
+                skip in 0u32..100_000,
+            ) {
+                let base = url::Url::parse("https://127.0.0.1:8443/").expect("base");
+                let link = format!("http://{host}:81/api/machines?$top=10000&$skip={skip}");
+                let next = rebase_link(&base, &link).expect("a valid link");
+                prop_assert_eq!(next.host_str(), Some("127.0.0.1"));
+                prop_assert_eq!(next.port(), Some(8443));
+                prop_assert_eq!(next.path(), "/api/machines");
+                let expected_query = format!("$top=10000&$skip={skip}");
+                prop_assert_eq!(next.query(), Some(expected_query.as_str()));
+            }
+        }
+    }
 }

@@ -311,11 +311,18 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<u64, TableError> {
+    /// Sends what is pending and waits for every batch in flight: later writes to the same
+    /// rows must not race earlier ones (batches in flight may land in any order).
+    async fn drain(&mut self) -> Result<(), TableError> {
         self.flush_pending().await?;
         while let Some(r) = self.in_flight.next().await {
             r?;
         }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<u64, TableError> {
+        self.drain().await?;
         Ok(self.writes)
     }
 }
@@ -432,6 +439,9 @@ async fn sync(
         }
     }
 
+    // The DuplicateOf pass rewrites rows the content pass may still have in flight (a new
+    // row is written with an empty DuplicateOf): let those land first.
+    writer.drain().await?;
     let keys: Vec<DupKey> = live.iter().map(|(k, _)| k.clone()).collect();
     let primaries: HashMap<MachineId, MachineId> = duplicates::resolve(&keys);
     drop(keys);

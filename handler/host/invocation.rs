@@ -391,4 +391,50 @@ mod tests {
         assert_eq!(req.param("machineId"), None);
         assert_eq!(req.body, None);
     }
+
+    mod arbitrary_input {
+        use super::super::Invocation;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                ".{0,20}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 32, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..6)
+                        .prop_map(serde_json::Value::from),
+                    proptest::collection::btree_map("[A-Za-z]{1,8}", inner, 0..6)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// The envelope decoder never panics, whatever the bytes.
+            #[test]
+            fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(inv) = Invocation::parse("F", None, &body) {
+                    let _ = inv.http("req");
+                    let _ = inv.timer("timer");
+                    let _ = inv.queue("message");
+                }
+            }
+
+            /// Any JSON in Data/Metadata decodes or errors, never panics.
+            #[test]
+            fn arbitrary_json_envelopes_never_panic(data in json_value(), metadata in json_value(), req in json_value()) {
+                let body = serde_json::json!({"Data": {"req": req, "timer": data.clone(), "message": data}, "Metadata": metadata});
+                let bytes = serde_json::to_vec(&body).expect("json");
+                if let Ok(inv) = Invocation::parse("F", Some("id"), &bytes) {
+                    let _ = inv.http("req");
+                    let _ = inv.timer("timer");
+                    let _ = inv.queue("message");
+                }
+            }
+        }
+    }
 }
