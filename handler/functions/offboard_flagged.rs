@@ -172,7 +172,7 @@ async fn stuck_of(
         let mut r = v.request.clone();
         r.updated_at = now;
         match requests::update(&t.requests, &r, v.etag.clone()).await {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(TableError::PreconditionFailed { .. }) => continue,
             Err(e) => return Err(e),
         }

@@ -76,21 +76,45 @@ pub async fn handle(
     };
     let client = state.defender(&tenant).await.map_err(fail)?;
 
-    match earlier_action(&client, &current).await {
-        Ok(Some(action)) => {
-            return link(
-                &t,
-                &current,
-                &action,
-                "linked the Offboard action already in Defender (a retry found it)",
-                now,
-                msg,
-            )
-            .await;
+    // The first attempt marks the request before posting; a delivery that finds the mark
+    // may follow an attempt that reached Defender (a crash, a timeout, a duplicate job), so
+    // it looks for that attempt's action before posting. The first attempt saves the lookup:
+    // Defender's budget of 100 calls a minute is the scarce resource.
+    let current = if current.request.submitting_at.is_some() {
+        match earlier_action(&client, &current).await {
+            Ok(Some(action)) => {
+                return link(
+                    &t,
+                    &current,
+                    &action,
+                    "linked the Offboard action already in Defender (a retry found it)",
+                    now,
+                    msg,
+                )
+                .await;
+            }
+            Ok(None) => current,
+            Err(e) => return retry_or_give_up(&t, &current, e, now, msg).await,
         }
-        Ok(None) => {}
-        Err(e) => return retry_or_give_up(&t, &current, e, now, msg).await,
-    }
+    } else {
+        let mut marked = current.clone();
+        marked.request.submitting_at = Some(now);
+        marked.request.attempts = msg.dequeue_count;
+        match requests::update(&t.requests, &marked.request, current.etag.clone()).await {
+            Ok(etag) => Versioned {
+                request: marked.request,
+                etag,
+            },
+            // Another delivery of the same job got there first: let the host retry this one;
+            // by then the request has moved on and the retry does nothing.
+            Err(crate::clients::tables::TableError::PreconditionFailed { .. }) => {
+                return Err(InvocationFailure::msg(
+                    "another delivery is submitting this request",
+                ));
+            }
+            Err(e) => return Err(fail(e)),
+        }
+    };
 
     let r = &current.request;
     match client.offboard(&r.machine_id, &r.comment).await {

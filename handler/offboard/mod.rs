@@ -309,6 +309,7 @@ pub async fn accept(
         http_status: None,
         message,
         attempts: 0,
+        submitting_at: None,
         created_at: now,
         updated_at: now,
     };

@@ -24,6 +24,9 @@ pub struct OffboardRequest {
     /// Defender's message, verbatim, or ours.
     pub message: Option<String>,
     pub attempts: u32,
+    /// When a worker first set out to POST the offboard. A later delivery that finds it set
+    /// knows an earlier attempt may have reached Defender, and looks for its action first.
+    pub submitting_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -50,6 +53,7 @@ impl OffboardRequest {
                 "Attempts",
                 EdmValue::Int32(i32::try_from(self.attempts).unwrap_or(i32::MAX)),
             )
+            .with_opt("SubmittingAt", self.submitting_at)
             .with("CreatedAt", self.created_at)
             .with("UpdatedAt", self.updated_at)
     }
@@ -84,6 +88,7 @@ impl OffboardRequest {
                 .get_i32("Attempts")
                 .and_then(|a| u32::try_from(a).ok())
                 .unwrap_or(0),
+            submitting_at: e.optional("SubmittingAt")?,
             created_at: e.require("CreatedAt")?,
             updated_at: e.require("UpdatedAt")?,
         })
@@ -123,7 +128,7 @@ pub async fn insert(table: &TableClient, r: &OffboardRequest) -> Result<(), Tabl
     table.insert(&r.to_entity()).await.map(drop)
 }
 
-/// Replaces a request if it still has `etag`.
+/// Replaces a request if it still has `etag`; returns the new ETag.
 ///
 /// # Errors
 /// [`TableError::PreconditionFailed`] when another writer changed it first.
@@ -131,11 +136,11 @@ pub async fn update(
     table: &TableClient,
     r: &OffboardRequest,
     etag: Option<ETag>,
-) -> Result<(), TableError> {
+) -> Result<Option<ETag>, TableError> {
     table
         .update_replace(&r.to_entity(), etag.map_or(IfMatch::Any, IfMatch::Etag))
         .await
-        .map(drop)
+        .map(Some)
 }
 
 /// Requests of a tenant in one of `statuses`, at most `limit`.
