@@ -137,6 +137,14 @@ async fn a_webhook_request_is_followed_to_succeeded_with_one_post() {
         submitted["source"], "api",
         "an unsigned call is an API request"
     );
+    // A first attempt costs one Defender call (the POST): no lookup of earlier actions.
+    let lookups = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.family == Some(RouteFamily::MachineActions))
+        .count();
+    assert_eq!(lookups, 0);
 
     track(&env, Duration::from_secs(600)).await;
     let done = status_of(&env, &id).await;
