@@ -58,12 +58,12 @@ fn parse_args() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other}"),
         }
     }
-    if !a.handler.exists() {
-        bail!(
+    a.handler = std::fs::canonicalize(&a.handler).with_context(|| {
+        format!(
             "{} does not exist: cargo build --release --bin handler",
             a.handler.display()
-        );
-    }
+        )
+    })?;
     Ok(a)
 }
 
@@ -211,7 +211,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Idle RSS 1 s after readiness (median of 3).
-    let mut idle = |kind: Kind| -> anyhow::Result<(f64, f64)> {
+    let idle = |kind: Kind| -> anyhow::Result<(f64, f64)> {
         let mut rss = Vec::new();
         let mut hwm = Vec::new();
         for _ in 0..3 {

@@ -293,9 +293,11 @@ impl Parser {
 // ---------------------------------------------------------------------------------------
 // /proc helpers.
 
-/// The pid of the `handler` child of this process (dev-host spawns it from here).
-fn handler_pid() -> Option<u32> {
+/// The pid of the handler: a child of this process (dev-host spawns it from here) running
+/// `exe`.
+fn handler_pid(exe: &Path) -> Option<u32> {
     let me = std::process::id();
+    let exe = std::fs::canonicalize(exe).ok()?;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -306,13 +308,12 @@ fn handler_pid() -> Option<u32> {
         let Some(close) = stat.rfind(')') else {
             continue;
         };
-        let comm = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
         let ppid: u32 = stat[close + 2..]
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        if ppid == me && comm == "handler" {
+        if ppid == me && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(exe.clone()) {
             return Some(pid);
         }
     }
@@ -349,7 +350,7 @@ struct Rig {
     proxied: String,
     /// Direct (the bench's own reads).
     direct: TableService,
-    prefix: String,
+    handler: PathBuf,
     http: reqwest::Client,
 }
 
@@ -405,7 +406,7 @@ async fn start_rig(sim: &Sim, handler: &Path, rep: usize) -> anyhow::Result<Rig>
         counts,
         proxied,
         direct,
-        prefix,
+        handler: handler.to_path_buf(),
         http: reqwest::Client::new(),
     })
 }
@@ -485,7 +486,6 @@ struct SyncRun {
     table_writes: i64,
     seen: i64,
     peak_rss_kib: Option<u64>,
-    rss_after_kib: Option<u64>,
     traffic: Traffic,
 }
 
@@ -494,7 +494,7 @@ async fn product_sync(
     trigger: impl std::future::Future<Output = anyhow::Result<()>>,
     nth: usize,
 ) -> anyhow::Result<SyncRun> {
-    let pid = handler_pid();
+    let pid = handler_pid(&rig.handler);
     if let Some(pid) = pid {
         reset_peak(pid);
     }
@@ -515,7 +515,6 @@ async fn product_sync(
         table_writes: row.get_i64("TableWrites").unwrap_or(-1),
         seen: row.get_i64("Seen").unwrap_or(-1),
         peak_rss_kib: pid.and_then(|p| status_kib(p, "VmHWM:")),
-        rss_after_kib: pid.and_then(|p| status_kib(p, "VmRSS:")),
         traffic: Traffic::between(&before, &after),
     })
 }

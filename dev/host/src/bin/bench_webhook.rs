@@ -22,9 +22,11 @@
 //! Every table request of the product passes a counting proxy in front of Azurite, so
 //! operations per accepted request are counted, not derived.
 #![allow(clippy::unwrap_used)]
+// The counting proxy and the /proc helpers are shared in copy with bench-sync.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -300,9 +302,11 @@ impl Parser {
 // ---------------------------------------------------------------------------------------
 // /proc helpers.
 
-/// The pid of the `handler` child of this process (dev-host spawns it from here).
-fn handler_pid() -> Option<u32> {
+/// The pid of the handler: a child of this process (dev-host spawns it from here) running
+/// `exe`.
+fn handler_pid(exe: &Path) -> Option<u32> {
     let me = std::process::id();
+    let exe = std::fs::canonicalize(exe).ok()?;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
@@ -313,13 +317,12 @@ fn handler_pid() -> Option<u32> {
         let Some(close) = stat.rfind(')') else {
             continue;
         };
-        let comm = &stat[stat.find('(').map_or(0, |i| i + 1)..close];
         let ppid: u32 = stat[close + 2..]
             .split(' ')
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        if ppid == me && comm == "handler" {
+        if ppid == me && std::fs::read_link(format!("/proc/{pid}/exe")).ok() == Some(exe.clone()) {
             return Some(pid);
         }
     }
@@ -373,6 +376,7 @@ struct Rig {
     counts: Arc<Counts>,
     proxied: String,
     direct: TableService,
+    handler: PathBuf,
 }
 
 async fn start_rig(sim: &Sim, handler: &std::path::Path) -> anyhow::Result<Rig> {
@@ -426,6 +430,7 @@ async fn start_rig(sim: &Sim, handler: &std::path::Path) -> anyhow::Result<Rig> 
         counts,
         proxied,
         direct,
+        handler: handler.to_path_buf(),
     })
 }
 
@@ -526,7 +531,7 @@ async fn run_step(
     dur: Duration,
     tck: u64,
 ) -> anyhow::Result<Step> {
-    let pid = handler_pid().context("the handler's pid")?;
+    let pid = handler_pid(&rig.handler).context("the handler's pid")?;
     let cpu0 = cpu_ticks(pid).unwrap_or(0);
     let rss0 = status_kib(pid, "VmRSS:").unwrap_or(0);
     let before = rig.counts.snapshot();
