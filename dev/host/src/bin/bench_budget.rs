@@ -30,13 +30,18 @@ fn handler_path() -> PathBuf {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| workspace().join("target"), PathBuf::from);
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map_or_else(|_| workspace().join("target"), PathBuf::from);
             target.join("release").join("handler")
         })
 }
 
 fn tenant_id(i: usize) -> String {
-    format!("{:08x}-0000-4000-8000-{:012x}", 0xb0d6_e700u32 + i as u32, i)
+    format!(
+        "{:08x}-0000-4000-8000-{:012x}",
+        0xb0d6_e700u32 + i as u32,
+        i
+    )
 }
 
 fn machine_id(t: usize, n: usize) -> String {
@@ -47,17 +52,26 @@ fn machine_id(t: usize, n: usize) -> String {
 async fn main() -> anyhow::Result<()> {
     let handler = handler_path();
     if !handler.exists() {
-        bail!("{} is missing: run `cargo build --release --bin handler` first", handler.display());
+        bail!(
+            "{} is missing: run `cargo build --release --bin handler` first",
+            handler.display()
+        );
     }
     let azurite = Azurite::start().await.context("Azurite")?;
     let storage = azurite.connection_string();
-    let sim = Sim::start(SimConfig::default()).await.context("simulator")?;
+    let sim = Sim::start(SimConfig::default())
+        .await
+        .context("simulator")?;
     let now = sim.now();
     for t in 0..TENANTS {
         let tenant = tenant_id(t);
         let client = format!("{:08x}-1111-4111-8111-{:012x}", t, t);
         sim.add_tenant(&tenant);
-        sim.add_app(AppRegistration::with_secret(&tenant, &client, "bench-secret-value"));
+        sim.add_app(AppRegistration::with_secret(
+            &tenant,
+            &client,
+            "bench-secret-value",
+        ));
         sim.set_secret(&format!("bench-{t}"), "bench-secret-value");
         sim.add_machines(
             &tenant,
@@ -67,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let base = sim.base_url().to_string();
     let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut cfg = HostConfig::new(workspace(), &handler, &storage);
-    cfg.echo_handler_output = false;
+    cfg.echo_handler_output = std::env::var("ECHO_HANDLER").is_ok();
     cfg.env = [
         ("TABLE_PREFIX", prefix.as_str()),
         ("KEY_VAULT_URI", base.as_str()),
@@ -78,11 +92,17 @@ async fn main() -> anyhow::Result<()> {
         ("IDENTITY_ENDPOINT", sim.identity_endpoint().as_str()),
         ("IDENTITY_HEADER", sim.identity_header()),
         ("RUST_LOG", "warn"),
+        ("DEVICE_SYNC_SCHEDULE", "0 0 * * * *"),
+        ("OFFBOARD_FLAGGED_SCHEDULE", "0 */5 * * * *"),
+        ("ACTION_TRACKER_SCHEDULE", "0 */5 * * * *"),
+        ("INCIDENT_WATCH_SCHEDULE", "0 */5 * * * *"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let host = Host::start(cfg).await.context("dev-host")?;
+    let host = Host::start(cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("dev-host: {e:#}"))?;
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}/api/{path}", host.base_url().trim_end_matches('/'));
 
@@ -98,7 +118,9 @@ async fn main() -> anyhow::Result<()> {
             bail!("registering tenant {t}: {}", res.status());
         }
     }
-    host.wait_for_idle(Duration::from_secs(300)).await.context("first syncs")?;
+    host.wait_for_idle(Duration::from_secs(300))
+        .await
+        .context("first syncs")?;
     sim.clear_requests();
 
     let started = Instant::now();
@@ -131,7 +153,10 @@ async fn main() -> anyhow::Result<()> {
     let waiting = filter::eq("Status", "Accepted");
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
-        let left = requests.query_all(Some(&waiting), Some(&["Status"])).await?.len();
+        let left = requests
+            .query_all(Some(&waiting), Some(&["Status"]))
+            .await?
+            .len();
         if left == 0 {
             break;
         }
@@ -151,12 +176,18 @@ async fn main() -> anyhow::Result<()> {
         let tenant = tenant_id(t);
         let mine: Vec<_> = recorded
             .iter()
-            .filter(|r| r.tenant.as_deref() == Some(tenant.as_str()) && r.family.is_some_and(|f| f.is_mde()))
+            .filter(|r| {
+                r.tenant.as_deref() == Some(tenant.as_str()) && r.family.is_some_and(|f| f.is_mde())
+            })
             .collect();
         worst_calls = worst_calls.max(mine.len());
         total_calls += mine.len();
-        self_429 += mine.iter().filter(|r| r.status == 429 && r.fault.is_none()).count();
-        worst_minute = worst_minute.max(sim.max_calls_in_any_window(&tenant, Duration::from_secs(60)));
+        self_429 += mine
+            .iter()
+            .filter(|r| r.status == 429 && r.fault.is_none())
+            .count();
+        worst_minute =
+            worst_minute.max(sim.max_calls_in_any_window(&tenant, Duration::from_secs(60)));
     }
     // The limit allows `calls / 100` minutes per tenant; tenants run side by side.
     let allowed = Duration::from_secs_f64(worst_calls as f64 * 60.0 / LIMIT_PER_MINUTE);
@@ -164,10 +195,19 @@ async fn main() -> anyhow::Result<()> {
     println!("## API budget use ({TENANTS} tenants × {PER_TENANT} offboards)\n");
     println!("| measure | value | target |");
     println!("|---|---|---|");
-    println!("| offboards accepted (202) | {accepted} of {} in {:.1} s | all |", answers.len(), accepted_after.as_secs_f64());
-    println!("| Defender calls | {total_calls} (at most {worst_calls} for one tenant) | one POST per offboard |");
+    println!(
+        "| offboards accepted (202) | {accepted} of {} in {:.1} s | all |",
+        answers.len(),
+        accepted_after.as_secs_f64()
+    );
+    println!(
+        "| Defender calls | {total_calls} (at most {worst_calls} for one tenant) | one POST per offboard |"
+    );
     println!("| all submitted after | {:.1} s | |", elapsed.as_secs_f64());
-    println!("| time the 100/min limit allows | {:.1} s | |", allowed.as_secs_f64());
+    println!(
+        "| time the 100/min limit allows | {:.1} s | |",
+        allowed.as_secs_f64()
+    );
     println!("| ratio | {ratio:.2}× | ≤ 1.1× |");
     println!("| most calls of one tenant in any 60 s | {worst_minute} | ≤ 100 |");
     println!("| self-inflicted 429s | {self_429} | 0 |");
