@@ -76,50 +76,105 @@ pub async fn handle(
     };
     let client = state.defender(&tenant).await.map_err(fail)?;
 
-    // The first attempt marks the request before posting; a delivery that finds the mark
-    // may follow an attempt that reached Defender (a crash, a timeout, a duplicate job), so
-    // it looks for that attempt's action before posting. The first attempt saves the lookup:
-    // Defender's budget of 100 calls a minute is the scarce resource.
-    let current = if current.request.submitting_at.is_some() {
-        match earlier_action(&client, &current).await {
-            Ok(Some(action)) => {
-                return link(
-                    &t,
-                    &current,
-                    &action,
-                    "linked the Offboard action already in Defender (a retry found it)",
-                    now,
-                    msg,
-                )
-                .await;
-            }
-            Ok(None) => current,
-            Err(e) => return retry_or_give_up(&t, &current, e, now, msg).await,
-        }
-    } else {
-        let mut marked = current.clone();
-        marked.request.submitting_at = Some(now);
-        marked.request.attempts = msg.dequeue_count;
-        match requests::update(&t.requests, &marked.request, current.etag.clone()).await {
-            Ok(etag) => Versioned {
-                request: marked.request,
-                etag,
-            },
-            // Another delivery of the same job got there first: let the host retry this one;
-            // by then the request has moved on and the retry does nothing.
-            Err(crate::clients::tables::TableError::PreconditionFailed { .. }) => {
-                return Err(InvocationFailure::msg(
-                    "another delivery is submitting this request",
-                ));
-            }
-            Err(e) => return Err(fail(e)),
-        }
+    let current = match prepare(&t, &client, current, now, msg).await? {
+        Prepared::Post(current) => current,
+        Prepared::Done(answer) => return Ok(answer),
     };
-
     let r = &current.request;
-    match client.offboard(&r.machine_id, &r.comment).await {
-        Ok(action) => {
-            let change = Change {
+    match verdict(client.offboard(&r.machine_id, &r.comment).await) {
+        Verdict::Move(next, change) => finish(&t, &current, next, change, now, msg).await,
+        Verdict::LinkOpen { said } => match client.find_open_offboard(&r.machine_id).await {
+            Ok(Some(action)) => {
+                let detail = format!("Defender said: {said}; linked the open action");
+                link(&t, &current, &action, &detail, now, msg).await
+            }
+            // Another kind of action is running on the machine: try again later.
+            Ok(None) => Err(InvocationFailure::msg(format!(
+                "another action is in progress on the machine: {said}"
+            ))),
+            Err(e) => retry_or_give_up(&t, &current, e, now, msg).await,
+        },
+        Verdict::Retry(e) => retry_or_give_up(&t, &current, e, now, msg).await,
+    }
+}
+
+enum Prepared {
+    /// Post the offboard for this (marked) request.
+    Post(Versioned),
+    /// An earlier attempt's action was found and linked, or the job must wait.
+    Done(InvocationResponse),
+}
+
+/// The first attempt marks the request before posting; a delivery that finds the mark may
+/// follow an attempt that reached Defender (a crash, a timeout, a duplicate job), so it
+/// looks for that attempt's action before posting. The first attempt saves the lookup:
+/// Defender's budget of 100 calls a minute is the scarce resource.
+async fn prepare(
+    t: &Tables,
+    client: &DefenderClient,
+    current: Versioned,
+    now: OffsetDateTime,
+    msg: &QueueMessage,
+) -> Result<Prepared, InvocationFailure> {
+    if current.request.submitting_at.is_some() {
+        return match earlier_action(client, &current).await {
+            Ok(Some(action)) => {
+                let detail = "linked the Offboard action already in Defender (a retry found it)";
+                link(t, &current, &action, detail, now, msg)
+                    .await
+                    .map(Prepared::Done)
+            }
+            Ok(None) => Ok(Prepared::Post(current)),
+            Err(e) => retry_or_give_up(t, &current, e, now, msg)
+                .await
+                .map(Prepared::Done),
+        };
+    }
+    let mut marked = current.clone();
+    marked.request.submitting_at = Some(now);
+    marked.request.attempts = msg.dequeue_count;
+    match requests::update(&t.requests, &marked.request, current.etag.clone()).await {
+        Ok(etag) => Ok(Prepared::Post(Versioned {
+            request: marked.request,
+            etag,
+        })),
+        // Another delivery of the same job got there first: let the host retry this one; by
+        // then the request has moved on and the retry does nothing.
+        Err(crate::clients::tables::TableError::PreconditionFailed { .. }) => Err(
+            InvocationFailure::msg("another delivery is submitting this request"),
+        ),
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// What Defender's answer to the offboard POST means for the request.
+#[derive(Debug)]
+enum Verdict {
+    Move(RequestStatus, Change),
+    /// `ActiveRequestAlreadyExists`: find the open action and follow it.
+    LinkOpen {
+        said: String,
+    },
+    /// Throttled, 5xx, or a POST whose fate is unknown.
+    Retry(DefenderError),
+}
+
+fn verdict(answer: Result<MachineAction, DefenderError>) -> Verdict {
+    let refused = |status: u16, detail: String, message: String, next: RequestStatus| {
+        Verdict::Move(
+            next,
+            Change {
+                http_status: Some(status),
+                detail,
+                message: Some(message),
+                ..Change::default()
+            },
+        )
+    };
+    match answer {
+        Ok(action) => Verdict::Move(
+            mapped(&action).unwrap_or(RequestStatus::Submitted),
+            Change {
                 action_id: Some(action.id.clone()),
                 http_status: Some(200),
                 message: None,
@@ -127,68 +182,40 @@ pub async fn handle(
                     "Defender accepted the offboard; machine action {}",
                     action.id
                 ),
-            };
-            let next = mapped(&action).unwrap_or(RequestStatus::Submitted);
-            finish(&t, &current, next, change, now, msg).await
-        }
+            },
+        ),
         Err(DefenderError::ActiveRequestAlreadyExists { message }) => {
-            match client.find_open_offboard(&r.machine_id).await {
-                Ok(Some(action)) => {
-                    link(
-                        &t,
-                        &current,
-                        &action,
-                        &format!("Defender said: {message}; linked the open action"),
-                        now,
-                        msg,
-                    )
-                    .await
-                }
-                // Another kind of action is running on the machine: try again later.
-                Ok(None) => Err(InvocationFailure::msg(format!(
-                    "another action is in progress on the machine: {message}"
-                ))),
-                Err(e) => retry_or_give_up(&t, &current, e, now, msg).await,
-            }
+            Verdict::LinkOpen { said: message }
         }
-        Err(DefenderError::BadRequest { code, message }) => {
-            let change = Change {
-                http_status: Some(400),
-                detail: format!("Defender refused the offboard ({code})"),
-                message: Some(message),
-                ..Change::default()
-            };
-            finish(&t, &current, RequestStatus::Rejected, change, now, msg).await
-        }
-        Err(DefenderError::NotFound { message }) => {
-            let change = Change {
-                http_status: Some(404),
-                detail: "Defender does not know the machine".into(),
-                message: Some(message),
-                ..Change::default()
-            };
-            finish(&t, &current, RequestStatus::Rejected, change, now, msg).await
-        }
-        Err(e @ (DefenderError::Forbidden { .. } | DefenderError::Unauthorized { .. })) => {
-            let (status, text) = match &e {
-                DefenderError::Forbidden { missing, message } => (
-                    403,
-                    format!(
-                        "the app registration lacks the {} permission (grant it and give admin consent): {message}",
-                        missing.as_deref().unwrap_or("Machine.Offboard")
-                    ),
-                ),
-                other => (401, other.to_string()),
-            };
-            let change = Change {
-                http_status: Some(status),
-                detail: "Defender refused the app's permissions".into(),
-                message: Some(text),
-                ..Change::default()
-            };
-            finish(&t, &current, RequestStatus::Failed, change, now, msg).await
-        }
-        Err(e) => retry_or_give_up(&t, &current, e, now, msg).await,
+        // The seed flow pasted this message into the Result column: keep it verbatim.
+        Err(DefenderError::BadRequest { code, message }) => refused(
+            400,
+            format!("Defender refused the offboard ({code})"),
+            message,
+            RequestStatus::Rejected,
+        ),
+        Err(DefenderError::NotFound { message }) => refused(
+            404,
+            "Defender does not know the machine".into(),
+            message,
+            RequestStatus::Rejected,
+        ),
+        Err(DefenderError::Forbidden { missing, message }) => refused(
+            403,
+            "Defender refused the app's permissions".into(),
+            format!(
+                "the app registration lacks the {} permission (grant it and give admin consent): {message}",
+                missing.as_deref().unwrap_or("Machine.Offboard")
+            ),
+            RequestStatus::Failed,
+        ),
+        Err(e @ DefenderError::Unauthorized { .. }) => refused(
+            401,
+            "Defender refused the app's token".into(),
+            e.to_string(),
+            RequestStatus::Failed,
+        ),
+        Err(e) => Verdict::Retry(e),
     }
 }
 
@@ -289,5 +316,84 @@ async fn finish(
                 .log(line))
         }
         None => Ok(InvocationResponse::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::clients::defender::ActionStatus;
+
+    fn moved(v: Verdict) -> (RequestStatus, Change) {
+        match v {
+            Verdict::Move(s, c) => (s, c),
+            other => panic!("expected a move, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defenders_400_rejects_the_request_with_its_message_verbatim() {
+        let text = "OS Platform Linux isn't supported for this action.";
+        let (s, c) = moved(verdict(Err(DefenderError::BadRequest {
+            code: "OsPlatformNotSupported".into(),
+            message: text.into(),
+        })));
+        assert_eq!(s, RequestStatus::Rejected);
+        assert_eq!(c.message.as_deref(), Some(text));
+        assert_eq!(c.http_status, Some(400));
+    }
+
+    #[test]
+    fn an_accepted_post_is_submitted_with_its_action_and_follows_its_status() {
+        let action = MachineAction {
+            id: "a1".into(),
+            status: Some(ActionStatus::parse("Pending")),
+            ..MachineAction::default()
+        };
+        let (s, c) = moved(verdict(Ok(action.clone())));
+        assert_eq!(s, RequestStatus::Submitted);
+        assert_eq!(c.action_id.as_deref(), Some("a1"));
+        let running = MachineAction {
+            status: Some(ActionStatus::parse("InProgress")),
+            ..action
+        };
+        assert_eq!(moved(verdict(Ok(running))).0, RequestStatus::InProgress);
+    }
+
+    #[test]
+    fn permission_problems_fail_the_request_naming_the_permission() {
+        let (s, c) = moved(verdict(Err(DefenderError::Forbidden {
+            missing: Some("Machine.Offboard".into()),
+            message: "The application does not have any of the required application permissions"
+                .into(),
+        })));
+        assert_eq!(s, RequestStatus::Failed);
+        assert!(c.message.unwrap().contains("Machine.Offboard"));
+        let (s, _) = moved(verdict(Err(DefenderError::NotFound {
+            message: "Machine x was not found".into(),
+        })));
+        assert_eq!(s, RequestStatus::Rejected);
+    }
+
+    #[test]
+    fn throttling_and_uncertain_posts_are_retried_and_an_active_request_is_linked() {
+        assert!(matches!(
+            verdict(Err(DefenderError::Throttled { retry_after: None })),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            verdict(Err(DefenderError::Transient {
+                status: Some(503),
+                message: String::new()
+            })),
+            Verdict::Retry(_)
+        ));
+        assert!(matches!(
+            verdict(Err(DefenderError::ActiveRequestAlreadyExists {
+                message: "Action is already in progress".into()
+            })),
+            Verdict::LinkOpen { .. }
+        ));
     }
 }
