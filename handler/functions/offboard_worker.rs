@@ -77,7 +77,7 @@ pub async fn handle(
     let client = state.defender(&tenant).await.map_err(fail)?;
 
     let current = match prepare(&t, &client, current, now, msg).await? {
-        Prepared::Post(current) => current,
+        Prepared::Post(current) => *current,
         Prepared::Done(answer) => return Ok(answer),
     };
     let r = &current.request;
@@ -100,7 +100,7 @@ pub async fn handle(
 
 enum Prepared {
     /// Post the offboard for this (marked) request.
-    Post(Versioned),
+    Post(Box<Versioned>),
     /// An earlier attempt's action was found and linked, or the job must wait.
     Done(InvocationResponse),
 }
@@ -124,7 +124,7 @@ async fn prepare(
                     .await
                     .map(Prepared::Done)
             }
-            Ok(None) => Ok(Prepared::Post(current)),
+            Ok(None) => Ok(Prepared::Post(Box::new(current))),
             Err(e) => retry_or_give_up(t, &current, e, now, msg)
                 .await
                 .map(Prepared::Done),
@@ -134,10 +134,10 @@ async fn prepare(
     marked.request.submitting_at = Some(now);
     marked.request.attempts = msg.dequeue_count;
     match requests::update(&t.requests, &marked.request, current.etag.clone()).await {
-        Ok(etag) => Ok(Prepared::Post(Versioned {
+        Ok(etag) => Ok(Prepared::Post(Box::new(Versioned {
             request: marked.request,
             etag,
-        })),
+        }))),
         // Another delivery of the same job got there first: let the host retry this one; by
         // then the request has moved on and the retry does nothing.
         Err(crate::clients::tables::TableError::PreconditionFailed { .. }) => Err(
