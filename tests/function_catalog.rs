@@ -164,6 +164,12 @@ fn host_json_runs_the_handler_in_payload_mode_with_queue_retries() {
     );
     assert_eq!(host["extensionBundle"]["version"], "[4.*, 5.0.0)");
     assert_eq!(host["extensions"]["queues"]["maxDequeueCount"], 5);
+    // The worker records `Failed` on the last delivery instead of leaving it to the poison
+    // queue: it must know which delivery is the last.
+    assert_eq!(
+        host["extensions"]["queues"]["maxDequeueCount"],
+        defender_ops::functions::offboard_worker::MAX_DEQUEUE_COUNT
+    );
     assert!(host["extensions"]["queues"]["visibilityTimeout"].is_string());
     assert_eq!(host["extensions"]["http"]["routePrefix"], "api");
     assert!(
