@@ -551,3 +551,29 @@ async fn another_tenants_request_is_not_found() {
         .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn the_tracker_follows_many_requests_with_one_list_call() {
+    let env = seeded(Options::default()).await;
+    let mut ids = Vec::new();
+    for n in 1..=5u32 {
+        let (status, a) = post_offboard(&env, &json!({"tenantId": T1, "machineId": mid(n)})).await;
+        assert_eq!(status, 202, "{a}");
+        ids.push(a["requestId"].as_str().expect("id").to_owned());
+    }
+    env.settle().await;
+    env.sim.clear_requests();
+    track(&env, Duration::from_secs(600)).await;
+    for id in &ids {
+        assert_eq!(status_of(&env, id).await["status"], "Succeeded");
+    }
+    let calls: Vec<String> = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.family == Some(RouteFamily::MachineActions))
+        .map(|r| r.path_and_query.clone())
+        .collect();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert!(calls[0].contains("creationDateTimeUtc"), "{calls:?}");
+}

@@ -691,6 +691,53 @@ impl DefenderClient {
         Ok(actions)
     }
 
+    /// Every Offboard action of the tenant created at or after `since`, newest first, in as
+    /// few calls as paging allows: one list instead of one call per tracked request
+    /// (CONTRACT §3.5 "prefer one list call filtered by type and a creation time").
+    ///
+    /// # Errors
+    /// See [`DefenderError`].
+    pub async fn offboard_actions_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<MachineAction>, DefenderError> {
+        let stamp = since
+            .to_offset(time::UtcOffset::UTC)
+            .replace_nanosecond(0)
+            .unwrap_or(since)
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| DefenderError::Protocol {
+                message: e.to_string(),
+            })?;
+        let mut url = self.url("api/machineactions");
+        url.query_pairs_mut()
+            .append_pair(
+                "$filter",
+                &format!("type eq 'Offboard' and creationDateTimeUtc ge {stamp}"),
+            )
+            .append_pair("$top", &MAX_PAGE_SIZE.to_string());
+        let mut actions = Vec::new();
+        let mut next = Some(url);
+        while let Some(url) = next.take() {
+            let answer = self.send(Method::GET, url, None, None).await?;
+            let page: ODataPage<MachineAction> = self.decode(answer)?;
+            let empty = page.value.is_empty();
+            actions.extend(page.value);
+            next = match page.next_link {
+                Some(link) if !empty => {
+                    Some(rebase_link(&self.settings.base_url, &link).ok_or_else(|| {
+                        DefenderError::Protocol {
+                            message: "unusable @odata.nextLink".into(),
+                        }
+                    })?)
+                }
+                _ => None,
+            };
+        }
+        actions.sort_by_key(|a| std::cmp::Reverse(a.creation_date_time_utc));
+        Ok(actions)
+    }
+
     /// The newest Pending or InProgress Offboard action of the machine, if any: what to
     /// check after [`DefenderError::Uncertain`] (or before offboarding at all).
     ///

@@ -6,7 +6,9 @@
 //! run stops early rather than use up the budget the offboard workers need.
 
 use crate::app::AppState;
-use crate::clients::defender::DefenderError;
+use std::collections::HashMap;
+
+use crate::clients::defender::{DefenderError, MachineAction};
 use crate::domain::notification::Note;
 use crate::domain::request::RequestStatus;
 use crate::error::InvocationFailure;
@@ -16,8 +18,11 @@ use crate::store::requests;
 use crate::store::tenants::{self, Tenant};
 use crate::store::{self, names};
 
-/// Machine actions looked up per tenant and run (of the 100 calls a minute Defender allows).
-const MAX_LOOKUPS_PER_TENANT: usize = 60;
+/// Single machine-action lookups per tenant and run (of the 100 calls a minute Defender
+/// allows), for requests the list call didn't cover.
+const MAX_LOOKUPS_PER_TENANT: usize = 30;
+/// Our clock and Defender's differ; list actions created a little before our oldest request.
+const LIST_SKEW: time::Duration = time::Duration::minutes(10);
 
 /// Polls every tracked request of every enabled tenant.
 ///
@@ -72,29 +77,59 @@ async fn track_tenant(
     // Oldest first, so a long tail can't starve the first requests.
     tracked.sort_by_key(|v| v.request.updated_at);
     let client = state.defender(tenant).await?;
+    // One list call covers every tracked request (created since the oldest, with room for
+    // clock skew); single lookups are only for what the list missed, and capped.
+    let listed: HashMap<String, MachineAction> = if tracked.len() > 1 {
+        let oldest = tracked
+            .iter()
+            .map(|v| v.request.created_at)
+            .min()
+            .unwrap_or_else(|| state.now());
+        match client.offboard_actions_since(oldest - LIST_SKEW).await {
+            Ok(actions) => actions.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            Err(DefenderError::Throttled { .. }) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        HashMap::new()
+    };
     let mut checked = 0;
-    for current in tracked.into_iter().take(MAX_LOOKUPS_PER_TENANT) {
+    let mut lookups = 0;
+    for current in tracked {
         let Some(action_id) = current.request.action_id.clone() else {
             continue;
         };
-        let action = match client.machine_action(&action_id).await {
-            Ok(a) => a,
-            Err(DefenderError::Throttled { .. }) => break,
-            Err(DefenderError::NotFound { message }) => {
-                let change = Change {
-                    message: Some(message),
-                    detail: format!("Defender no longer knows machine action {action_id}"),
-                    ..Change::default()
-                };
-                if let Some((_, Some(note))) =
-                    offboard::transition(t, &current, RequestStatus::Failed, change, state.now())
-                        .await?
-                {
-                    notes.push(note);
-                }
+        let action = if let Some(a) = listed.get(&action_id) {
+            a.clone()
+        } else {
+            if lookups >= MAX_LOOKUPS_PER_TENANT {
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            lookups += 1;
+            match client.machine_action(&action_id).await {
+                Ok(a) => a,
+                Err(DefenderError::Throttled { .. }) => break,
+                Err(DefenderError::NotFound { message }) => {
+                    let change = Change {
+                        message: Some(message),
+                        detail: format!("Defender no longer knows machine action {action_id}"),
+                        ..Change::default()
+                    };
+                    if let Some((_, Some(note))) = offboard::transition(
+                        t,
+                        &current,
+                        RequestStatus::Failed,
+                        change,
+                        state.now(),
+                    )
+                    .await?
+                    {
+                        notes.push(note);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
         checked += 1;
         let Some(next) = action
