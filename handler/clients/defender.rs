@@ -395,6 +395,58 @@ impl Machine {
     }
 }
 
+/// The fields of a machine the device sync stores; everything else in Defender's answer is
+/// skipped while decoding (a page of 10,000 decodes to half the memory of [`Machine`]s).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MachineSummary {
+    /// 40 hex characters (validate with [`MachineId::parse`]).
+    pub id: String,
+    pub computer_dns_name: Option<String>,
+    #[serde(with = "lenient_time")]
+    pub first_seen: Option<OffsetDateTime>,
+    #[serde(with = "lenient_time")]
+    pub last_seen: Option<OffsetDateTime>,
+    pub os_platform: Option<String>,
+    pub os_version: Option<String>,
+    /// OS version (`22H2`...), used when `osVersion` is null.
+    pub version: Option<String>,
+    pub last_ip_address: Option<String>,
+    pub health_status: Option<HealthStatus>,
+    pub onboarding_status: Option<OnboardingStatus>,
+    pub risk_score: Option<RiskScore>,
+    pub exposure_level: Option<ExposureLevel>,
+    pub aad_device_id: Option<String>,
+    #[serde(deserialize_with = "nullable::or_default")]
+    pub machine_tags: Vec<String>,
+    pub merged_into_machine_id: Option<String>,
+    #[serde(deserialize_with = "nullable::or_default")]
+    pub is_potential_duplication: bool,
+}
+
+impl From<Machine> for MachineSummary {
+    fn from(m: Machine) -> Self {
+        Self {
+            id: m.id,
+            computer_dns_name: m.computer_dns_name,
+            first_seen: m.first_seen,
+            last_seen: m.last_seen,
+            os_platform: m.os_platform,
+            os_version: m.os_version,
+            version: m.version,
+            last_ip_address: m.last_ip_address,
+            health_status: m.health_status,
+            onboarding_status: m.onboarding_status,
+            risk_score: m.risk_score,
+            exposure_level: m.exposure_level,
+            aad_device_id: m.aad_device_id,
+            machine_tags: m.machine_tags,
+            merged_into_machine_id: m.merged_into_machine_id,
+            is_potential_duplication: m.is_potential_duplication,
+        }
+    }
+}
+
 /// `relatedFileInfo` of file actions.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -545,6 +597,18 @@ impl DefenderClient {
         &self,
         query: MachineQuery,
     ) -> impl Stream<Item = Result<Vec<Machine>, DefenderError>> + Send + '_ {
+        self.machine_pages::<Machine>(query)
+    }
+
+    /// [`DefenderClient::machines`], decoding each machine as `T` (e.g. [`MachineSummary`]:
+    /// a sync reads pages of 10,000 and keeps only what it stores).
+    pub fn machine_pages<T>(
+        &self,
+        query: MachineQuery,
+    ) -> impl Stream<Item = Result<Vec<T>, DefenderError>> + Send + '_
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
         let top = query
             .page_size
             .unwrap_or(self.settings.page_size)
@@ -579,7 +643,7 @@ impl DefenderClient {
                     tracing::info!(tenant.id = %self.tenant.tenant_id(), "Defender reports no machines");
                     return Ok(None);
                 }
-                let page: ODataPage<Machine> = self.decode(answer)?;
+                let page: ODataPage<T> = self.decode(answer)?;
                 let count = page.value.len() as u64;
                 let seen = seen + count;
                 let next = match page.next_link {

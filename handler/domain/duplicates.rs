@@ -8,18 +8,23 @@ use std::hash::{Hash, Hasher};
 
 use time::OffsetDateTime;
 
-use super::ids::MachineId;
+use super::ids::{CompactMachineId, MachineId};
 
-/// What duplicate detection needs of one live device; kept small because a sync holds one
-/// per device of the tenant (100,000 of them in the benchmark).
+/// What duplicate detection needs of one live device; kept small (about 100 bytes) because a
+/// sync holds one per device of the tenant (100,000 of them in the benchmark).
 #[derive(Debug, Clone)]
 pub struct DupKey {
-    pub machine_id: MachineId,
+    pub machine_id: CompactMachineId,
     name: Option<u64>,
     aad: Option<u128>,
-    last_seen: Option<OffsetDateTime>,
-    first_seen: Option<OffsetDateTime>,
-    merged_into: Option<MachineId>,
+    /// Unix milliseconds.
+    last_seen: Option<i64>,
+    first_seen: Option<i64>,
+    merged_into: Option<CompactMachineId>,
+}
+
+fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Names that many unrelated machines carry; grouping on them would invent duplicates.
@@ -48,27 +53,28 @@ impl DupKey {
             .filter(|u| !u.is_nil())
             .map(|u| u.as_u128());
         Self {
-            machine_id,
+            machine_id: CompactMachineId::from(&machine_id),
             name,
             aad,
-            last_seen,
-            first_seen,
-            merged_into,
+            last_seen: last_seen.map(millis),
+            first_seen: first_seen.map(millis),
+            merged_into: merged_into.as_ref().map(CompactMachineId::from),
         }
     }
 
     /// Newest first: latest `lastSeen`, then latest `firstSeen`, then the larger id (so the
     /// choice is deterministic on every run).
     fn newer_than(&self, other: &Self) -> bool {
-        (self.last_seen, self.first_seen, self.machine_id.as_str())
-            > (other.last_seen, other.first_seen, other.machine_id.as_str())
+        // Byte order of the compact id is the order of its hex text.
+        (self.last_seen, self.first_seen, self.machine_id)
+            > (other.last_seen, other.first_seen, other.machine_id)
     }
 }
 
 /// Returns, for each duplicate, the machine id of its primary. Primaries and devices without
 /// a twin are absent from the map.
 #[must_use]
-pub fn resolve(devices: &[DupKey]) -> HashMap<MachineId, MachineId> {
+pub fn resolve(devices: &[DupKey]) -> HashMap<CompactMachineId, CompactMachineId> {
     let mut parent: Vec<usize> = (0..devices.len()).collect();
     fn find(parent: &mut [usize], mut i: usize) -> usize {
         while parent[i] != i {
@@ -122,14 +128,14 @@ pub fn resolve(devices: &[DupKey]) -> HashMap<MachineId, MachineId> {
         if let Some(target) = &d.merged_into
             && target != &d.machine_id
         {
-            out.insert(d.machine_id.clone(), target.clone());
+            out.insert(d.machine_id, *target);
             continue;
         }
         let root = find(&mut parent, i);
         if let Some(&primary) = newest.get(&root)
             && primary != i
         {
-            out.insert(d.machine_id.clone(), devices[primary].machine_id.clone());
+            out.insert(d.machine_id, devices[primary].machine_id);
         }
     }
     out
@@ -142,13 +148,17 @@ mod tests {
     use proptest::prelude::*;
     use time::macros::datetime;
 
-    fn id(n: u8) -> MachineId {
+    fn mid(n: u8) -> MachineId {
         MachineId::parse(&format!("{n:02x}").repeat(20)).unwrap()
+    }
+
+    fn id(n: u8) -> CompactMachineId {
+        CompactMachineId::from(&mid(n))
     }
 
     fn key(n: u8, name: Option<&str>, aad: Option<&str>, seen_day: u8) -> DupKey {
         let seen = datetime!(2026-11-01 0:00 UTC) + time::Duration::days(i64::from(seen_day));
-        DupKey::new(id(n), name, aad, Some(seen), Some(seen), None)
+        DupKey::new(mid(n), name, aad, Some(seen), Some(seen), None)
     }
 
     const AAD: &str = "80fe8ff8-2624-418e-9591-41f0491218f9";
@@ -231,7 +241,7 @@ mod tests {
                 prop_assert!(!r.contains_key(primary), "chains are flattened");
             }
             // Two devices with the same name always end with the same primary.
-            let primary_of = |m: &MachineId| r.get(m).cloned().unwrap_or_else(|| m.clone());
+            let primary_of = |m: &CompactMachineId| r.get(m).copied().unwrap_or(*m);
             for a in &devices {
                 for b in &devices {
                     if a.name == b.name {

@@ -9,4 +9,4 @@ pub mod request;
 pub mod signature;
 
 pub use channel::{Channel, ChannelSet};
-pub use ids::{IdError, IncidentId, MachineId, RequestId, TenantId};
+pub use ids::{CompactMachineId, IdError, IncidentId, MachineId, RequestId, TenantId};

@@ -15,14 +15,14 @@ use time::OffsetDateTime;
 
 use super::jobs::SyncJob;
 use crate::app::AppState;
-use crate::clients::defender::{DefenderClient, DefenderError, Machine, MachineQuery};
+use crate::clients::defender::{DefenderClient, DefenderError, MachineQuery, MachineSummary};
 use crate::clients::tables::{
     BatchOp, EdmValue, Entity, MAX_BATCH_OPERATIONS, TableClient, TableError,
 };
 use crate::domain::device::{DeviceContent, is_stale};
 use crate::domain::duplicates::{self, DupKey};
 use crate::domain::notification::{DeviceRef, Event, MAX_DEVICES_PER_NOTE, Note};
-use crate::domain::{MachineId, TenantId};
+use crate::domain::{CompactMachineId, MachineId, TenantId};
 use crate::error::InvocationFailure;
 use crate::host::{InvocationResponse, QueueMessage};
 use crate::store::audit::{self, AuditEntry};
@@ -216,7 +216,8 @@ fn success_entry(job: &SyncJob, r: &SyncReport, now: OffsetDateTime) -> AuditEnt
 /// Converts Defender's machine into the stored content; `None` for an id that is not 40 hex
 /// characters (it could never be a table key nor be offboarded).
 #[must_use]
-pub fn to_content(m: Machine) -> Option<DeviceContent> {
+pub fn to_content(m: impl Into<MachineSummary>) -> Option<DeviceContent> {
+    let m: MachineSummary = m.into();
     let machine_id = MachineId::parse(&m.id).ok()?;
     let nonempty = |s: Option<String>| s.filter(|v| !v.trim().is_empty());
     Some(DeviceContent {
@@ -350,9 +351,11 @@ async fn sync(
     let first_sync = index.is_empty();
     // Devices new in this run, so a machine listed twice (paging under concurrent change)
     // isn't written twice in one batch.
-    let mut new_ids: HashSet<MachineId> = HashSet::new();
-    // (duplicate key, DuplicateOf as stored) for every live device.
-    let mut live: Vec<(DupKey, Option<String>)> = Vec::new();
+    let mut new_ids: HashSet<CompactMachineId> = HashSet::new();
+    // For every live device: its duplicate key, and its DuplicateOf as stored (side by side,
+    // so duplicate resolution reads the keys without a copy).
+    let mut live_keys: Vec<DupKey> = Vec::new();
+    let mut live_dups: Vec<Option<CompactMachineId>> = Vec::new();
     let mut onboarded: Vec<DeviceRef> = Vec::new();
     let mut turned_stale: Vec<DeviceRef> = Vec::new();
     let mut onboarded_count = 0u64;
@@ -360,7 +363,8 @@ async fn sync(
 
     let mut writer = Writer::new(table);
     {
-        let mut pages = std::pin::pin!(client.machines(MachineQuery::default()));
+        let mut pages =
+            std::pin::pin!(client.machine_pages::<MachineSummary>(MachineQuery::default()));
         while let Some(page) = pages.try_next().await? {
             report.pages += 1;
             for machine in page {
@@ -374,10 +378,11 @@ async fn sync(
                     now,
                     stale_days,
                 );
-                let stored = index.remove(content.machine_id.as_str());
+                let compact = CompactMachineId::from(&content.machine_id);
+                let stored = index.remove(&compact);
                 let stored_dup = match &stored {
-                    Some(s) => s.duplicate_of.clone(),
-                    None if new_ids.contains(&content.machine_id) => continue,
+                    Some(s) => s.duplicate_of,
+                    None if new_ids.contains(&compact) => continue,
                     None => None,
                 };
                 report.seen += 1;
@@ -387,7 +392,7 @@ async fn sync(
                 match stored {
                     None => {
                         report.inserted += 1;
-                        new_ids.insert(content.machine_id.clone());
+                        new_ids.insert(compact);
                         onboarded_count += 1;
                         if onboarded.len() < MAX_DEVICES_PER_NOTE {
                             onboarded.push(device_ref(&content));
@@ -413,17 +418,15 @@ async fn sync(
                     }
                     Some(_) => report.unchanged += 1,
                 }
-                live.push((
-                    DupKey::new(
-                        content.machine_id.clone(),
-                        content.computer_dns_name.as_deref(),
-                        content.aad_device_id.as_deref(),
-                        content.last_seen,
-                        content.first_seen,
-                        content.merged_into.clone(),
-                    ),
-                    stored_dup,
+                live_keys.push(DupKey::new(
+                    content.machine_id.clone(),
+                    content.computer_dns_name.as_deref(),
+                    content.aad_device_id.as_deref(),
+                    content.last_seen,
+                    content.first_seen,
+                    content.merged_into.clone(),
                 ));
+                live_dups.push(stored_dup);
             }
         }
     }
@@ -432,7 +435,7 @@ async fn sync(
     for (machine_id, summary) in &index {
         if !summary.gone {
             report.gone += 1;
-            let e = Entity::new(tenant_id.as_str(), machine_id.as_str())
+            let e = Entity::new(tenant_id.as_str(), machine_id.to_machine_id().as_str())
                 .with(col::GONE, true)
                 .with(col::SYNCED_AT, now);
             writer.push(e).await?;
@@ -442,17 +445,19 @@ async fn sync(
     // The DuplicateOf pass rewrites rows the content pass may still have in flight (a new
     // row is written with an empty DuplicateOf): let those land first.
     writer.drain().await?;
-    let keys: Vec<DupKey> = live.iter().map(|(k, _)| k.clone()).collect();
-    let primaries: HashMap<MachineId, MachineId> = duplicates::resolve(&keys);
-    drop(keys);
+    drop(index);
+    drop(new_ids);
+    let primaries: HashMap<CompactMachineId, CompactMachineId> = duplicates::resolve(&live_keys);
     report.duplicates = primaries.len() as u64;
-    for (key, stored_dup) in &live {
-        let now_dup = primaries
-            .get(&key.machine_id)
-            .map(|p| p.as_str().to_owned());
+    for (key, stored_dup) in live_keys.iter().zip(&live_dups) {
+        let now_dup = primaries.get(&key.machine_id).copied();
         if now_dup != *stored_dup {
-            let e = Entity::new(tenant_id.as_str(), key.machine_id.as_str())
-                .with(col::DUPLICATE_OF, now_dup.unwrap_or_default());
+            let e = Entity::new(tenant_id.as_str(), key.machine_id.to_machine_id().as_str()).with(
+                col::DUPLICATE_OF,
+                now_dup
+                    .map(|p| p.to_machine_id().as_str().to_owned())
+                    .unwrap_or_default(),
+            );
             writer.push(e).await?;
         }
     }

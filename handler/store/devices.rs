@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::clients::tables::{EdmValue, Entity, TableClient, TableError};
 use crate::domain::device::DeviceContent;
-use crate::domain::{MachineId, TenantId};
+use crate::domain::{CompactMachineId, MachineId, TenantId};
 
 /// Columns a sync writes. Operator columns are deliberately absent: a merge leaves them be.
 pub mod col {
@@ -122,29 +122,35 @@ pub fn content_entity(
     e
 }
 
-/// What a sync needs to know of a stored row to decide whether to write it.
+/// What a sync needs to know of a stored row to decide whether to write it (about 48 bytes:
+/// a sync holds one per stored device).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSummary {
     pub hash: u64,
     pub stale: bool,
-    pub duplicate_of: Option<String>,
+    pub duplicate_of: Option<CompactMachineId>,
     pub gone: bool,
 }
 
-/// The summary of every stored device of a tenant (one query, paged).
+/// The summary of every stored device of a tenant (one query, paged). Rows whose key is not a
+/// machine id (written by hand?) are skipped with a warning.
 ///
 /// # Errors
 /// Storage failures.
 pub async fn load_index(
     table: &TableClient,
     tenant: &TenantId,
-) -> Result<HashMap<String, StoredSummary>, TableError> {
+) -> Result<HashMap<CompactMachineId, StoredSummary>, TableError> {
     let filter = crate::clients::tables::filter::eq("PartitionKey", tenant.as_str());
     let select = [col::HASH, col::STALE, col::DUPLICATE_OF, col::GONE];
     let mut index = HashMap::new();
     let mut pages = std::pin::pin!(table.query_pages(Some(&filter), Some(&select)));
     while let Some(page) = pages.try_next().await? {
         for e in page {
+            let Some(id) = CompactMachineId::parse(&e.row_key) else {
+                tracing::warn!(row = %e.row_key, "a Devices row whose key is not a machine id; ignored by the sync");
+                continue;
+            };
             let hash = e
                 .get_i64(col::HASH)
                 .map_or(0, |h| u64::from_ne_bytes(h.to_ne_bytes()));
@@ -153,11 +159,10 @@ pub async fn load_index(
                 stale: e.get_bool(col::STALE).unwrap_or(false),
                 duplicate_of: e
                     .get_str(col::DUPLICATE_OF)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
+                    .and_then(CompactMachineId::parse),
                 gone: e.get_bool(col::GONE).unwrap_or(false),
             };
-            index.insert(e.row_key, summary);
+            index.insert(id, summary);
         }
     }
     Ok(index)
