@@ -13,10 +13,9 @@
 //! operations are counted rather than derived. The bench's own polling bypasses it.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -30,8 +29,6 @@ use dev_host::storage::azurite_connection_string;
 use dev_host::{Azurite, Host, HostConfig, RunningHost};
 use dev_sim::{AppRegistration, Sim, SimConfig};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const TENANT: &str = "5b0c8e2a-71d4-4c9e-a3f6-2d8e9b1c4a70";
 const APP: &str = "6c1d9f3b-82e5-4daf-b407-3e9fac2d5b81";

@@ -26,7 +26,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,8 +39,6 @@ use dev_host::storage::azurite_connection_string;
 use dev_host::{Azurite, Host, HostConfig, RunningHost};
 use dev_sim::{AppRegistration, RateLimits, Sim, SimConfig};
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const TENANT: &str = "7d2e0a4c-93f6-4b1a-8c52-4fab3e6d7c92";
 const APP: &str = "8e3f1b5d-a4a7-4c2b-9d63-50bc4f7e8da3";
