@@ -362,7 +362,11 @@ async fn sync(
     let mut turned_stale_count = 0u64;
 
     let mut writer = Writer::new(table);
-    {
+    // The page loop produces rows; the writer consumes them. Through the channel, the next
+    // Defender page is fetched and decoded while earlier batches are still being written.
+    let (rows, queued) = tokio::sync::mpsc::channel::<Entity>(4 * MAX_BATCH_OPERATIONS);
+    let producer = async {
+        let rows = rows;
         let mut pages =
             std::pin::pin!(client.machine_pages::<MachineSummary>(MachineQuery::default()));
         while let Some(page) = pages.try_next().await? {
@@ -402,7 +406,9 @@ async fn sync(
                         let e = devices::content_entity(tenant_id, &content, stale, now)
                             .with(col::DUPLICATE_OF, "")
                             .with(col::OFFBOARD, false);
-                        writer.push(e).await?;
+                        if rows.send(e).await.is_err() {
+                            return Ok(());
+                        }
                     }
                     Some(s) if s.hash != content.content_hash() || s.gone || s.stale != stale => {
                         report.updated += 1;
@@ -412,9 +418,10 @@ async fn sync(
                                 turned_stale.push(device_ref(&content));
                             }
                         }
-                        writer
-                            .push(devices::content_entity(tenant_id, &content, stale, now))
-                            .await?;
+                        let e = devices::content_entity(tenant_id, &content, stale, now);
+                        if rows.send(e).await.is_err() {
+                            return Ok(());
+                        }
                     }
                     Some(_) => report.unchanged += 1,
                 }
@@ -429,7 +436,20 @@ async fn sync(
                 live_dups.push(stored_dup);
             }
         }
-    }
+        Ok::<(), SyncError>(())
+    };
+    let consumer = async {
+        // Owned here, so a failed write drops the receiver and the producer stops.
+        let mut queued = queued;
+        while let Some(e) = queued.recv().await {
+            writer.push(e).await?;
+        }
+        Ok::<(), TableError>(())
+    };
+    // A failed write drops the receiver, which stops the producer at its next row.
+    let (produced, consumed) = tokio::join!(producer, consumer);
+    consumed?;
+    produced?;
 
     // Only after every page was read: a partial listing must never mark devices gone.
     for (machine_id, summary) in &index {
