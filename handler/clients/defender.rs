@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use futures::Stream;
-use reqwest::header::{ACCEPT, HeaderMap};
+use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -20,8 +19,8 @@ use url::Url;
 use super::budget::{Budget, BudgetError};
 use super::credentials::{AuthError, CredentialProvider, Scope, TenantAuth};
 use super::http::{
-    RetryPolicy, SendError, error_chain, is_retryable_status, nullable, rebase_link, retry_after,
-    send_with_retry, string_enum,
+    Answer, NoAnswer, RetryPolicy, is_retryable_status, nullable, read_answer, rebase_link,
+    retry_after, send_with_retry, string_enum,
 };
 use crate::domain::MachineId;
 
@@ -546,12 +545,6 @@ pub struct DefenderClient {
     calls: Arc<AtomicU64>,
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 enum Cursor {
     Next(Url, u64),
     Done,
@@ -888,54 +881,29 @@ impl DefenderClient {
             Ok::<_, DefenderError>(request.send().await)
         })
         .await;
-        let response = match result {
-            Ok(response) => response,
-            Err(SendError::Before(error)) => return Err(error),
-            Err(SendError::Transport {
-                source,
+        read_answer(result).await.map_err(|lost| match lost {
+            NoAnswer::Before(error) => error,
+            // A POST that may have reached Defender: the caller looks before posting again.
+            NoAnswer::Lost {
+                message,
                 maybe_sent,
-                attempts,
-            }) => {
-                let message = format!(
-                    "{} after {attempts} attempt(s)",
-                    error_chain(&source.without_url())
-                );
-                return Err(match offboard {
-                    Some(id) if maybe_sent => DefenderError::Uncertain {
+                status,
+            } => match offboard {
+                Some(id)
+                    if maybe_sent
+                        && status.is_none_or(|s| s.is_success() || is_retryable_status(s)) =>
+                {
+                    DefenderError::Uncertain {
                         machine_id: id.clone(),
                         message,
-                    },
-                    _ => DefenderError::Transient {
-                        status: None,
-                        message,
-                    },
-                });
-            }
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        match response.bytes().await {
-            Ok(body) => Ok(Answer {
-                status,
-                headers,
-                body,
-            }),
-            Err(error) => {
-                let message = format!("reading the answer: {}", error_chain(&error.without_url()));
-                Err(match offboard {
-                    Some(id) if status.is_success() || is_retryable_status(status) => {
-                        DefenderError::Uncertain {
-                            machine_id: id.clone(),
-                            message,
-                        }
                     }
-                    _ => DefenderError::Transient {
-                        status: Some(status.as_u16()),
-                        message,
-                    },
-                })
-            }
-        }
+                }
+                _ => DefenderError::Transient {
+                    status: status.map(|s| s.as_u16()),
+                    message,
+                },
+            },
+        })
     }
 }
 
@@ -1068,6 +1036,8 @@ pub(crate) mod flexible_int {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use reqwest::header::HeaderMap;
 
     const FIXTURES: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use futures::Stream;
-use reqwest::header::{ACCEPT, HeaderMap};
+use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -18,8 +17,8 @@ use url::Url;
 use super::credentials::{AuthError, CredentialProvider, Scope, TenantAuth};
 use super::defender::{flexible_int, lenient_time};
 use super::http::{
-    RetryPolicy, SendError, error_chain, nullable, rebase_link, retry_after, send_with_retry,
-    string_enum,
+    Answer, NoAnswer, RetryPolicy, nullable, read_answer, rebase_link, retry_after,
+    send_with_retry, string_enum,
 };
 
 /// Graph's cap on `$top` for `/security/incidents`.
@@ -407,12 +406,6 @@ struct GraphErrorDetail {
     message: Option<String>,
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
 /// What a call is, for error mapping.
 #[derive(Clone, Copy)]
 enum Call<'a> {
@@ -603,46 +596,20 @@ impl GraphClient {
             Ok::<_, GraphError>(request.send().await)
         })
         .await;
-        let response = match result {
-            Ok(response) => response,
-            Err(SendError::Before(error)) => return Err(error),
-            Err(SendError::Transport {
-                source,
-                maybe_sent,
-                attempts,
-            }) => {
-                // Never render the URL: it carries the mailbox.
-                let message = format!(
-                    "{} after {attempts} attempt(s)",
-                    error_chain(&source.without_url())
-                );
-                return Err(if maybe_sent && !idempotent {
-                    GraphError::Uncertain { message }
-                } else {
-                    GraphError::Transient {
-                        status: None,
-                        message,
-                    }
-                });
-            }
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|error| {
-            let message = format!("reading the answer: {}", error_chain(&error.without_url()));
-            if idempotent {
-                GraphError::Transient {
-                    status: Some(status.as_u16()),
-                    message,
-                }
-            } else {
-                GraphError::Uncertain { message }
-            }
-        })?;
-        Ok(Answer {
-            status,
-            headers,
-            body,
+        read_answer(result).await.map_err(|lost| match lost {
+            NoAnswer::Before(error) => error,
+            // Only a sendMail that may have been delivered is uncertain; reads are retried.
+            NoAnswer::Lost {
+                message,
+                maybe_sent: true,
+                ..
+            } if !idempotent => GraphError::Uncertain { message },
+            NoAnswer::Lost {
+                message, status, ..
+            } => GraphError::Transient {
+                status: status.map(|s| s.as_u16()),
+                message,
+            },
         })
     }
 }
@@ -710,6 +677,8 @@ fn map_status(answer: &Answer, call: Call<'_>) -> GraphError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use reqwest::header::HeaderMap;
 
     const FIXTURES: &str = concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -253,6 +253,72 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A complete HTTP answer: status, headers and the whole body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+/// Why no complete answer came back from [`send_with_retry`]. The URL is never in the
+/// message (it can carry a mailbox or a signed query).
+#[derive(Debug)]
+pub enum NoAnswer<E> {
+    /// The attempt failed before sending (token, budget...).
+    Before(E),
+    /// No response, or a response whose body was cut off.
+    Lost {
+        message: String,
+        /// The request may have reached the service.
+        maybe_sent: bool,
+        /// Set when the status line arrived but the body did not.
+        status: Option<StatusCode>,
+    },
+}
+
+/// Completes [`send_with_retry`]: reads the whole body, and turns transport failures into
+/// [`NoAnswer::Lost`] for the caller to map to its own "transient" or "uncertain" error.
+///
+/// # Errors
+/// [`NoAnswer`] when no complete answer came back.
+pub async fn read_answer<E>(
+    result: Result<reqwest::Response, SendError<E>>,
+) -> Result<Answer, NoAnswer<E>> {
+    let response = match result {
+        Ok(response) => response,
+        Err(SendError::Before(error)) => return Err(NoAnswer::Before(error)),
+        Err(SendError::Transport {
+            source,
+            maybe_sent,
+            attempts,
+        }) => {
+            return Err(NoAnswer::Lost {
+                message: format!(
+                    "{} after {attempts} attempt(s)",
+                    error_chain(&source.without_url())
+                ),
+                maybe_sent,
+                status: None,
+            });
+        }
+    };
+    let status = response.status();
+    let headers = response.headers().clone();
+    match response.bytes().await {
+        Ok(body) => Ok(Answer {
+            status,
+            headers,
+            body,
+        }),
+        Err(error) => Err(NoAnswer::Lost {
+            message: format!("reading the answer: {}", error_chain(&error.without_url())),
+            maybe_sent: true,
+            status: Some(status),
+        }),
+    }
+}
+
 /// Renders an error and its `source()` chain on one line (`a: b: c`). Callers must only pass
 /// errors whose messages carry no secret (ours never do; reqwest's omit query strings only
 /// when built with `without_url`, see [`strip_url`]).
