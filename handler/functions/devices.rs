@@ -34,9 +34,7 @@ pub async fn handle(
     state: &AppState,
     req: &HttpRequestData,
 ) -> Result<InvocationResponse, ApiError> {
-    let tenant = TenantId::parse(req.param("tenantId").unwrap_or_default())
-        .map_err(|e| ApiError::bad_request("InvalidTenantId", e.to_string()))?;
-    tracing::Span::current().record("tenant.id", tenant.as_str());
+    let tenant = super::route_tenant(req)?;
     let machine = match req.param("machineId") {
         Some(raw) => Some(
             MachineId::parse(raw)

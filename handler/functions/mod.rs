@@ -258,6 +258,17 @@ fn not_implemented(
     }
 }
 
+/// The `{tenantId}` route parameter, validated and recorded on the invocation's span.
+///
+/// # Errors
+/// 400 `InvalidTenantId`.
+pub(crate) fn route_tenant(req: &HttpRequestData) -> Result<crate::domain::TenantId, ApiError> {
+    let tenant = crate::domain::TenantId::parse(req.param("tenantId").unwrap_or_default())
+        .map_err(|e| ApiError::bad_request("InvalidTenantId", e.to_string()))?;
+    tracing::Span::current().record("tenant.id", tenant.as_str());
+    Ok(tenant)
+}
+
 /// Turns an HTTP use case's result into the invocation answer, errors included.
 pub(crate) fn http_answer(
     inv: &Invocation,

@@ -2,7 +2,7 @@
 
 use super::tenants::storage;
 use crate::app::AppState;
-use crate::domain::{RequestId, TenantId};
+use crate::domain::RequestId;
 use crate::error::ApiError;
 use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
 use crate::offboard::{self, Tables};
@@ -16,11 +16,9 @@ pub async fn handle(
     state: &AppState,
     req: &HttpRequestData,
 ) -> Result<InvocationResponse, ApiError> {
-    let tenant = TenantId::parse(req.param("tenantId").unwrap_or_default())
-        .map_err(|e| ApiError::bad_request("InvalidTenantId", e.to_string()))?;
+    let tenant = super::route_tenant(req)?;
     let id = RequestId::parse(req.param("requestId").unwrap_or_default())
         .map_err(|e| ApiError::bad_request("InvalidRequestId", e.to_string()))?;
-    tracing::Span::current().record("tenant.id", tenant.as_str());
     tracing::Span::current().record("request.id", id.as_str());
     let t = Tables::open(state.tables()).await.map_err(storage)?;
     let Some(v) = requests::get(&t.requests, &tenant, &id)

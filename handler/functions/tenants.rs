@@ -193,17 +193,7 @@ async fn put(
         },
         Some(old) => {
             tenant.created_at = old.tenant.created_at;
-            match tenants::update(table, &tenant, old.etag).await {
-                Ok(()) => {}
-                Err(TableError::PreconditionFailed { .. }) => {
-                    return Err(ApiError::conflict(
-                        "ConcurrentUpdate",
-                        "the tenant was changed by another request at the same time; retry",
-                        None,
-                    ));
-                }
-                Err(e) => return Err(storage(e)),
-            }
+            update(table, &tenant, old.etag).await?;
             (200, tenant.enabled && !old.tenant.enabled)
         }
     };
@@ -262,23 +252,30 @@ async fn disable(
     if v.tenant.enabled {
         v.tenant.enabled = false;
         v.tenant.updated_at = state.now();
-        match tenants::update(table, &v.tenant, v.etag).await {
-            Ok(()) => {}
-            Err(TableError::PreconditionFailed { .. }) => {
-                return Err(ApiError::conflict(
-                    "ConcurrentUpdate",
-                    "the tenant was changed by another request at the same time; retry",
-                    None,
-                ));
-            }
-            Err(e) => return Err(storage(e)),
-        }
+        update(table, &v.tenant, v.etag).await?;
         tracing::info!("tenant disabled; its data is kept");
     }
     Ok(InvocationResponse::http(&HttpResponse::json(
         200,
         &to_json(&v.tenant),
     )))
+}
+
+/// Replaces the tenant if nobody changed it since it was read; a lost race is a 409.
+async fn update(
+    table: &crate::clients::tables::TableClient,
+    tenant: &Tenant,
+    etag: Option<crate::clients::tables::ETag>,
+) -> Result<(), ApiError> {
+    match tenants::update(table, tenant, etag).await {
+        Ok(()) => Ok(()),
+        Err(TableError::PreconditionFailed { .. }) => Err(ApiError::conflict(
+            "ConcurrentUpdate",
+            "the tenant was changed by another request at the same time; retry",
+            None,
+        )),
+        Err(e) => Err(storage(e)),
+    }
 }
 
 fn to_json(t: &Tenant) -> Value {
