@@ -65,25 +65,8 @@ impl Env {
             .expect("simulator");
         check_ca_trust(&sim).await;
         let prefix = unique("t");
-        let base = sim.base_url().to_string();
-        let mut env: Vec<(String, String)> = vec![
-            ("TABLE_PREFIX".into(), prefix.clone()),
-            ("KEY_VAULT_URI".into(), base.clone()),
-            ("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE".into(), "false".into()),
-            ("AZURE_AUTHORITY_HOST".into(), base.clone()),
-            ("DEFENDER_API_BASE".into(), base.clone()),
-            ("GRAPH_API_BASE".into(), base.clone()),
-            (
-                "IDENTITY_ENDPOINT".into(),
-                sim.identity_endpoint().to_string(),
-            ),
-            ("IDENTITY_HEADER".into(), sim.identity_header().to_owned()),
-            ("DEVICE_SYNC_SCHEDULE".into(), "0 0 * * * *".into()),
-            ("OFFBOARD_FLAGGED_SCHEDULE".into(), "0 */5 * * * *".into()),
-            ("ACTION_TRACKER_SCHEDULE".into(), "0 */5 * * * *".into()),
-            ("INCIDENT_WATCH_SCHEDULE".into(), "0 */5 * * * *".into()),
-            ("RUST_LOG".into(), "info".into()),
-        ];
+        let mut env = dev_host::sim_settings::handler_settings(&sim, &prefix);
+        env.push(("RUST_LOG".into(), "info".into()));
         for (k, v) in options.settings {
             env.retain(|(name, _)| *name != k);
             env.push((k, v));

@@ -11,6 +11,7 @@
 //! - [`routes`]: HTTP trigger route templates.
 //! - [`payload`]: the `{"Data","Metadata"}` bodies sent to the handler.
 //! - [`outputs`]: reading the handler's answer, `res`, queue output conversions.
+//! - [`sim_settings`]: the handler's settings for a running simulator (tests, run-local, benches).
 //! - [`worker`]: the handler process (readiness, logs, restarts).
 //! - [`host`]: [`Host::start`] → [`RunningHost`]: front end, timers, queue listeners.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -23,6 +24,7 @@ pub mod payload;
 pub mod queue;
 pub mod routes;
 pub mod schedule;
+pub mod sim_settings;
 pub mod storage;
 pub mod worker;
 

@@ -78,28 +78,11 @@ async fn main() -> anyhow::Result<()> {
             (0..PER_TENANT).map(|n| Machine::new(machine_id(t, n), format!("pc-{t}-{n:03}"), now)),
         );
     }
-    let base = sim.base_url().to_string();
     let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let mut cfg = HostConfig::new(workspace(), &handler, &storage);
     cfg.echo_handler_output = std::env::var("ECHO_HANDLER").is_ok();
-    cfg.env = [
-        ("TABLE_PREFIX", prefix.as_str()),
-        ("KEY_VAULT_URI", base.as_str()),
-        ("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", "false"),
-        ("AZURE_AUTHORITY_HOST", base.as_str()),
-        ("DEFENDER_API_BASE", base.as_str()),
-        ("GRAPH_API_BASE", base.as_str()),
-        ("IDENTITY_ENDPOINT", sim.identity_endpoint().as_str()),
-        ("IDENTITY_HEADER", sim.identity_header()),
-        ("RUST_LOG", "warn"),
-        ("DEVICE_SYNC_SCHEDULE", "0 0 * * * *"),
-        ("OFFBOARD_FLAGGED_SCHEDULE", "0 */5 * * * *"),
-        ("ACTION_TRACKER_SCHEDULE", "0 */5 * * * *"),
-        ("INCIDENT_WATCH_SCHEDULE", "0 */5 * * * *"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    cfg.env = dev_host::sim_settings::handler_settings(&sim, &prefix);
+    dev_host::sim_settings::set(&mut cfg.env, "RUST_LOG", "warn");
     let host = Host::start(cfg)
         .await
         .map_err(|e| anyhow::anyhow!("dev-host: {e:#}"))?;

@@ -98,35 +98,14 @@ async fn start_rig(sim: &Sim, handler: &Path, rep: usize) -> anyhow::Result<Rig>
     let proxy_port = start_proxy(azurite.table_port(), counts.clone()).await?;
     let proxied = azurite_connection_string(proxy_port, azurite.queue_port());
     let prefix = format!("b{rep}");
-    let base = sim.base_url().to_string();
-    let env: Vec<(String, String)> = vec![
-        ("TABLE_PREFIX".into(), prefix.clone()),
-        ("KEY_VAULT_URI".into(), base.clone()),
-        ("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE".into(), "false".into()),
-        ("AZURE_AUTHORITY_HOST".into(), base.clone()),
-        ("DEFENDER_API_BASE".into(), base.clone()),
-        ("GRAPH_API_BASE".into(), base.clone()),
-        (
-            "IDENTITY_ENDPOINT".into(),
-            sim.identity_endpoint().to_string(),
-        ),
-        ("IDENTITY_HEADER".into(), sim.identity_header().to_owned()),
-        ("DEVICE_SYNC_SCHEDULE".into(), "0 0 * * * *".into()),
-        ("OFFBOARD_FLAGGED_SCHEDULE".into(), "0 */5 * * * *".into()),
-        ("ACTION_TRACKER_SCHEDULE".into(), "0 */5 * * * *".into()),
-        ("INCIDENT_WATCH_SCHEDULE".into(), "0 */5 * * * *".into()),
-        // The product's own default filter (handler/telemetry.rs), as in Azure.
-        (
-            "RUST_LOG".into(),
-            std::env::var("BENCH_HANDLER_RUST_LOG").unwrap_or_else(|_| {
-                "info,hyper=warn,reqwest=warn,azure_core=warn,azure_identity=warn".into()
-            }),
-        ),
-        (
-            "SSL_CERT_FILE".into(),
-            sim.ca_pem_path().display().to_string(),
-        ),
-    ];
+    let mut env = dev_host::sim_settings::handler_settings(sim, &prefix);
+    // The product's own default filter (handler/telemetry.rs), as in Azure.
+    env.push((
+        "RUST_LOG".into(),
+        std::env::var("BENCH_HANDLER_RUST_LOG").unwrap_or_else(|_| {
+            "info,hyper=warn,reqwest=warn,azure_core=warn,azure_identity=warn".into()
+        }),
+    ));
     let mut cfg = HostConfig::new(workspace(), handler, &proxied);
     cfg.env = env;
     cfg.queue_prefix = format!("q{rep}");

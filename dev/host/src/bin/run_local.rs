@@ -717,22 +717,9 @@ fn secret_name(t: &DemoTenant) -> String {
 
 /// The handler's settings for the simulators (as `tests/common` sets them).
 fn sim_settings(sim: &Sim) -> Vec<(String, String)> {
-    let base = sim.base_url().to_string();
     let s = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-    vec![
-        s("SSL_CERT_FILE", &sim.ca_pem_path().display().to_string()),
-        s("KEY_VAULT_URI", &base),
-        s("KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", "false"),
-        s("AZURE_AUTHORITY_HOST", &base),
-        s("DEFENDER_API_BASE", &base),
-        s("GRAPH_API_BASE", &base),
-        s("IDENTITY_ENDPOINT", sim.identity_endpoint().as_str()),
-        s("IDENTITY_HEADER", sim.identity_header()),
-        s("TABLE_PREFIX", ""),
-        s("DEVICE_SYNC_SCHEDULE", "0 0 * * * *"),
-        s("OFFBOARD_FLAGGED_SCHEDULE", "0 */5 * * * *"),
-        s("ACTION_TRACKER_SCHEDULE", "0 */5 * * * *"),
-        s("INCIDENT_WATCH_SCHEDULE", "0 */5 * * * *"),
+    let mut settings = dev_host::sim_settings::handler_settings(sim, "");
+    settings.extend([
         s("STALE_AFTER_DAYS", "7"),
         s("OFFBOARD_EXCLUDE_TAG", EXCLUDE_TAG),
         s("INCIDENT_MIN_SEVERITY", "medium"),
@@ -746,7 +733,8 @@ fn sim_settings(sim: &Sim) -> Vec<(String, String)> {
         s("HOME_SECRET_NAME", KV_HOME),
         // Plain text in target/run-local/handler.log.
         s("NO_COLOR", "1"),
-    ]
+    ]);
+    settings
 }
 
 async fn start_host(
