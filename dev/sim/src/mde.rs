@@ -250,16 +250,7 @@ pub(crate) async fn list_machines(
     let total = matching.len();
     let page: Vec<Machine> = matching.into_iter().skip(skip).take(top).cloned().collect();
     drop(st);
-    let next = (skip + page.len() < total && top > 0)
-        .then(|| next_link(&sh, "api/machines", &q, skip + page.len()));
-    odata_ok(
-        StatusCode::OK,
-        &Page {
-            context: format!("{}/api/$metadata#Machines", sh.base_str()),
-            value: &page,
-            next_link: next,
-        },
-    )
+    page_answer(&sh, "api/machines", "Machines", &q, &page, skip, top, total)
 }
 
 fn machine_not_found(id: &str) -> Response {
@@ -527,13 +518,40 @@ pub(crate) async fn list_actions(
     drop(st);
     let total = matching.len();
     let page: Vec<MachineAction> = matching.into_iter().skip(skip).take(top).collect();
-    let next = (skip + page.len() < total && top > 0)
-        .then(|| next_link(&sh, "api/machineactions", &q, skip + page.len()));
+    page_answer(
+        &sh,
+        "api/machineactions",
+        "MachineActions",
+        &q,
+        &page,
+        skip,
+        top,
+        total,
+    )
+}
+
+/// One page of a collection, with `@odata.nextLink` while more remain.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the paging state of one OData answer"
+)]
+fn page_answer<T: Serialize>(
+    sh: &Shared,
+    path: &str,
+    entity_set: &str,
+    q: &[(String, String)],
+    page: &[T],
+    skip: usize,
+    top: usize,
+    total: usize,
+) -> Response {
+    let next =
+        (skip + page.len() < total && top > 0).then(|| next_link(sh, path, q, skip + page.len()));
     odata_ok(
         StatusCode::OK,
         &Page {
-            context: format!("{}/api/$metadata#MachineActions", sh.base_str()),
-            value: &page,
+            context: format!("{}/api/$metadata#{entity_set}", sh.base_str()),
+            value: page,
             next_link: next,
         },
     )
