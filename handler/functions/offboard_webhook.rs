@@ -88,7 +88,6 @@ pub async fn handle(
             .await
             .map_err(storage)?;
         return Ok(repeat_answer(
-            state.now(),
             &new.tenant_id,
             &owner,
             existing.map(|v| v.request).as_ref(),
@@ -123,7 +122,6 @@ pub async fn handle(
             request_id,
             existing,
         } => Ok(repeat_answer(
-            state.now(),
             &new.tenant_id,
             &request_id,
             existing.as_ref(),
@@ -158,7 +156,6 @@ pub async fn handle(
 }
 
 fn repeat_answer(
-    now: time::OffsetDateTime,
     tenant: &TenantId,
     id: &crate::domain::RequestId,
     existing: Option<&crate::store::requests::OffboardRequest>,
@@ -176,14 +173,14 @@ fn repeat_answer(
     ));
     // A caller repeats when it didn't get our first answer; the queue message of that first
     // answer may be lost with it (the host writes outputs after we answer). Queue the job
-    // again for a request still waiting after 10 seconds: the worker ignores jobs of requests
-    // already submitted. Immediate repeats (a burst of concurrent ones) don't: their first
-    // job is almost certainly on its way, and a second worker would race the first.
+    // again while no worker has started on the request: duplicate jobs are harmless then (the
+    // worker's ETag-checked mark lets one of them submit), and the worker ignores jobs of
+    // requests already submitted.
     match existing {
         Some(r)
             if r.status == crate::domain::request::RequestStatus::Accepted
                 && !r.dry_run
-                && now - r.updated_at > time::Duration::seconds(10) =>
+                && r.submitting_at.is_none() =>
         {
             answer.with_queue(
                 "jobs",

@@ -21,6 +21,8 @@ pub const MAX_DEQUEUE_COUNT: u32 = 5;
 /// Clocks differ between us and Defender; an action created this long before our request
 /// was accepted can still be ours.
 const CLOCK_SKEW: time::Duration = time::Duration::minutes(2);
+/// How long a first delivery leaves a request another delivery has marked.
+const SUBMITTING_GRACE: time::Duration = time::Duration::minutes(1);
 
 fn fail(e: impl Into<anyhow::Error>) -> InvocationFailure {
     InvocationFailure(e.into())
@@ -116,7 +118,15 @@ async fn prepare(
     now: OffsetDateTime,
     msg: &QueueMessage,
 ) -> Result<Prepared, InvocationFailure> {
-    if current.request.submitting_at.is_some() {
+    if let Some(marked_at) = current.request.submitting_at {
+        // A fresh mark on a first delivery: another job for this request (a caller's repeat)
+        // is submitting it right now. Come back later rather than race its POST; a redelivery
+        // after a failure (crash, timeout) looks for the earlier attempt's action instead.
+        if msg.dequeue_count <= 1 && now - marked_at < SUBMITTING_GRACE {
+            return Err(InvocationFailure::msg(
+                "another delivery is submitting this request",
+            ));
+        }
         return match earlier_action(client, &current).await {
             Ok(Some(action)) => {
                 let detail = "linked the Offboard action already in Defender (a retry found it)";
