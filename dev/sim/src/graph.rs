@@ -1,20 +1,23 @@
 //! Microsoft Graph routes: security incidents (`$top` ≤ 50, `$filter`, `$expand=alerts`,
-//! `@odata.nextLink`) and `sendMail`, with Graph's error shape.
+//! `@odata.nextLink`) and `sendMail` in its JSON and MIME forms, with Graph's error shape.
 
 use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use mail_parser::{MessageParser, MimeHeaders, PartType};
 use time::OffsetDateTime;
 
 use crate::mde::{next_link, paging, param, query_pairs};
 use crate::model::Incident;
 use crate::odata::{self, Filterable, Val, opt_str};
 use crate::server::{Auth, json_response};
-use crate::state::SentMail;
+use crate::state::{MailFormat, SentMail};
 use crate::token::Claims;
 use crate::{Shared, audiences, roles};
 
@@ -287,11 +290,14 @@ fn addresses(v: &serde_json::Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `POST /v1.0/users/{upn}/sendMail`
+/// `POST /v1.0/users/{upn}/sendMail`, in either of Graph's forms: JSON
+/// (`Content-Type: application/json`) or MIME (`Content-Type: text/plain`, the base64 of an
+/// RFC 5322 message).
 pub(crate) async fn user_action(
     State(sh): State<Arc<Shared>>,
     Extension(auth): Extension<Auth>,
     Path((upn, action)): Path<(String, String)>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     if !action.eq_ignore_ascii_case("sendMail") {
@@ -324,27 +330,186 @@ pub(crate) async fn user_action(
             &format!("The requested user '{upn}' is invalid."),
         );
     }
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-    let Some(v) = parsed.filter(|v| v.get("message").is_some_and(serde_json::Value::is_object))
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ErrorInvalidRequest",
-            "Cannot read the request body: a JSON object with 'message' is expected.",
-        );
+    let is_mime = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/plain")
+        });
+    let received = if is_mime {
+        mime_mail(&upn, &body)
+    } else {
+        json_mail(&body)
+    };
+    let received = match received {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let mail = SentMail {
         tenant: c.tid.clone(),
         from: upn,
+        subject: received.subject,
+        to: received.to,
+        cc: received.cc,
+        format: if is_mime {
+            MailFormat::Mime
+        } else {
+            MailFormat::Json
+        },
+        text: received.text,
+        html: received.html,
+        content_type: received.content_type,
+        parts: received.parts,
+        message_id: received.message_id,
+        body: received.body,
+        at: OffsetDateTime::now_utc(),
+    };
+    sh.lock().mails.push(mail);
+    with_request_id(StatusCode::ACCEPTED.into_response())
+}
+
+/// What a sendMail body says, in either form.
+#[derive(Default)]
+struct Received {
+    subject: Option<String>,
+    to: Vec<String>,
+    cc: Vec<String>,
+    text: Option<String>,
+    html: Option<String>,
+    content_type: Option<String>,
+    parts: Vec<String>,
+    message_id: Option<String>,
+    body: serde_json::Value,
+}
+
+fn json_mail(body: &[u8]) -> Result<Received, Response> {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let Some(v) = parsed.filter(|v| v.get("message").is_some_and(serde_json::Value::is_object))
+    else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "Cannot read the request body: a JSON object with 'message' is expected.",
+        ));
+    };
+    let content = v
+        .pointer("/message/body/content")
+        .and_then(|s| s.as_str())
+        .map(str::to_owned);
+    let is_html = v
+        .pointer("/message/body/contentType")
+        .and_then(|s| s.as_str())
+        .is_some_and(|t| t.eq_ignore_ascii_case("html"));
+    let (text, html) = if is_html {
+        (None, content)
+    } else {
+        (content, None)
+    };
+    Ok(Received {
         subject: v
             .pointer("/message/subject")
             .and_then(|s| s.as_str())
             .map(str::to_owned),
         to: addresses(&v, "toRecipients"),
         cc: addresses(&v, "ccRecipients"),
+        text,
+        html,
         body: v,
-        at: OffsetDateTime::now_utc(),
+        ..Received::default()
+    })
+}
+
+/// Graph's answer to MIME content it cannot use (the code of `ErrorMimeContentInvalid`; the
+/// message of the "send MIME" page, with what is missing).
+fn invalid_mime(what: &str) -> Response {
+    mail_error(
+        StatusCode::BAD_REQUEST,
+        "ErrorMimeContentInvalid",
+        &format!(
+            "MIME content does not contain all required information, malformed formatting, or empty: {what}."
+        ),
+    )
+}
+
+fn mime_mail(upn: &str, body: &[u8]) -> Result<Received, Response> {
+    // Like .NET's Convert.FromBase64String: whitespace (line breaks) is skipped, padding is
+    // required.
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let Ok(raw) = BASE64.decode(&compact) else {
+        return Err(mail_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorMimeContentInvalidBase64String",
+            "Invalid base64 string for MIME content.",
+        ));
     };
-    sh.lock().mails.push(mail);
-    with_request_id(StatusCode::ACCEPTED.into_response())
+    let Some(message) = MessageParser::default()
+        .parse(&raw)
+        .filter(|m| !m.headers().is_empty())
+    else {
+        return Err(invalid_mime("no message"));
+    };
+    let list = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
+        a.map(|a| {
+            a.iter()
+                .filter_map(|a| a.address().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let Some(from) = list(message.from()).into_iter().next() else {
+        return Err(invalid_mime("no From address"));
+    };
+    if !from.eq_ignore_ascii_case(upn) {
+        return Err(mail_error(
+            StatusCode::FORBIDDEN,
+            "ErrorSendAsDenied",
+            "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
+        ));
+    }
+    let to = list(message.to());
+    if to.is_empty() {
+        return Err(invalid_mime("no To address"));
+    }
+    let mut received = Received {
+        subject: message.subject().map(str::to_owned),
+        to,
+        cc: list(message.cc()),
+        content_type: message.content_type().map(mime_type),
+        message_id: message.message_id().map(str::to_owned),
+        body: serde_json::json!({ "mime": String::from_utf8_lossy(&raw) }),
+        ..Received::default()
+    };
+    for part in &message.parts {
+        if part.is_multipart() {
+            continue;
+        }
+        let kind = part
+            .content_type()
+            .map_or_else(|| "text/plain".to_owned(), mime_type);
+        match &part.body {
+            PartType::Text(text) if kind == "text/plain" && received.text.is_none() => {
+                received.text = Some(text.to_string());
+            }
+            PartType::Html(html) if received.html.is_none() => {
+                received.html = Some(html.to_string());
+            }
+            _ => {}
+        }
+        received.parts.push(kind);
+    }
+    Ok(received)
+}
+
+/// `type/subtype`, lower case.
+fn mime_type(ct: &mail_parser::ContentType<'_>) -> String {
+    match ct.subtype() {
+        Some(sub) => format!("{}/{sub}", ct.ctype()).to_ascii_lowercase(),
+        None => ct.ctype().to_ascii_lowercase(),
+    }
 }

@@ -45,7 +45,9 @@ use url::Url;
 
 pub use generate::{Fleet, FleetSummary};
 pub use model::{ActionStatus, Alert, Incident, IpAddress, Machine, MachineAction, VmMetadata};
-pub use state::{OffboardPost, RecordedRequest, SentMail, SinkEvent, TeamsPost, TokenRequestKey};
+pub use state::{
+    MailFormat, OffboardPost, RecordedRequest, SentMail, SinkEvent, TeamsPost, TokenRequestKey,
+};
 
 /// Roles the MDE resource (WindowsDefenderATP) grants.
 pub mod roles {

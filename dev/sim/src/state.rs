@@ -64,16 +64,43 @@ pub struct TeamsPost {
     pub at: OffsetDateTime,
 }
 
+/// How a sendMail request carried its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailFormat {
+    /// `Content-Type: application/json`: `{"message": ..., "saveToSentItems"}`.
+    Json,
+    /// `Content-Type: text/plain`: a base64 RFC 5322 message.
+    Mime,
+}
+
 /// One accepted sendMail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SentMail {
     pub tenant: String,
+    /// The mailbox of the URL (`/users/{from}/sendMail`).
     pub from: String,
     pub subject: Option<String>,
     pub to: Vec<String>,
     pub cc: Vec<String>,
-    /// The whole request body.
+    pub format: MailFormat,
+    /// The plain-text body: a `text/plain` MIME part, or a JSON `Text` body.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// The HTML body: a `text/html` MIME part, or a JSON `HTML` body.
+    #[serde(default)]
+    pub html: Option<String>,
+    /// MIME only: the top-level `Content-Type` (`multipart/alternative`...).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// MIME only: the leaf parts' content types in order (`["text/plain", "text/html"]`).
+    #[serde(default)]
+    pub parts: Vec<String>,
+    /// MIME only: the `Message-ID`, without the angle brackets.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// JSON: the whole request body. MIME: `{"mime": "<the decoded message>"}`.
     pub body: serde_json::Value,
     #[serde(with = "ts")]
     pub at: OffsetDateTime,
