@@ -12,7 +12,7 @@ use defender_ops::domain::notification::{DeviceRef, Event, Note};
 use defender_ops::domain::{ChannelSet, TenantId};
 use defender_ops::notify::schema::Schema;
 use defender_ops::store::{self, names, outbox, tenants};
-use dev_sim::{AppRegistration, Fault, RouteFamily, SimConfig};
+use dev_sim::{AppRegistration, Fault, MailFormat, RouteFamily, SimConfig};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -306,13 +306,23 @@ async fn every_kind_of_note_reaches_teams_email_and_the_webhook_with_its_content
             .contains("<b>OsPlatformNotSupported</b> & co")
     );
 
-    // Email: from the configured mailbox to the recipients, HTML escaped.
+    // Email: a MIME multipart/alternative mail from the configured mailbox to the
+    // recipients, text part first; the same content in both parts, escaped in the HTML.
     let mails = env.sim.mails();
     assert_eq!(mails.len(), notes.len());
     for m in &mails {
         assert_eq!(m.from, FROM);
         assert_eq!(m.to, vec![TO.to_owned()]);
-        assert_eq!(m.body["message"]["body"]["contentType"], "HTML");
+        assert_eq!(m.format, MailFormat::Mime);
+        assert_eq!(m.content_type.as_deref(), Some("multipart/alternative"));
+        assert_eq!(m.parts, vec!["text/plain", "text/html"]);
+        assert!(
+            m.message_id
+                .as_deref()
+                .is_some_and(|id| id.ends_with("@contoso.com")),
+            "{:?}",
+            m.message_id
+        );
     }
     let rejected = mails
         .iter()
@@ -320,14 +330,44 @@ async fn every_kind_of_note_reaches_teams_email_and_the_webhook_with_its_content
             m.subject.as_deref() == Some("[Defender] Offboarding Rejected: pc-01.contoso.com")
         })
         .expect("offboard mail");
-    let html = rejected.body["message"]["body"]["content"]
-        .as_str()
-        .expect("html");
+    let text = rejected.text.as_deref().expect("a text part");
+    let html = rejected.html.as_deref().expect("an HTML part");
+    for (part, body) in [("text", text), ("html", html)] {
+        for expected in [
+            "pc-01.contoso.com",
+            "r1",
+            "Rejected",
+            &format!("{:040x}", 1),
+        ] {
+            assert!(
+                body.contains(expected),
+                "'{expected}' in the {part} part:\n{body}"
+            );
+        }
+    }
+    assert!(
+        text.contains("<b>OsPlatformNotSupported</b> & co"),
+        "verbatim in the text part:\n{text}"
+    );
+    assert!(text.contains("Contoso <Europe>"), "{text}");
     assert!(
         html.contains("&lt;b&gt;OsPlatformNotSupported&lt;/b&gt; &amp; co"),
         "{html}"
     );
     assert!(html.contains("Contoso &lt;Europe&gt;"), "{html}");
+    assert!(!html.contains("<b>OsPlatformNotSupported"), "{html}");
+    let incident = mails
+        .iter()
+        .find(|m| m.subject.as_deref().is_some_and(|s| s.contains("New high")))
+        .expect("incident mail");
+    for body in [&incident.text, &incident.html] {
+        let body = body.as_deref().expect("both parts");
+        assert!(body.contains("fin-lt-0142.corp.contoso.com"), "{body}");
+        assert!(
+            body.contains("https://security.microsoft.com/incidents/48213"),
+            "{body}"
+        );
+    }
 
     // Webhook: one signed JSON event per note, verifiable with the shared key.
     let sink = env.sim.sink_events();

@@ -1,13 +1,17 @@
 //! Microsoft Graph client (CONTRACT §4.2, §5.3): security incidents with their alerts and
-//! evidence as a stream of pages, and `sendMail`. Graph errors are
-//! `{"error":{"code","message","innerError"}}`.
+//! evidence as a stream of pages, and `sendMail` of a MIME multipart/alternative mail. Graph
+//! errors are `{"error":{"code","message","innerError"}}`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::Stream;
-use reqwest::header::ACCEPT;
+use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -28,6 +32,26 @@ pub const MAX_INCIDENT_PAGE_SIZE: u32 = 50;
 pub const MAIL_SEND: &str = "Mail.Send";
 /// The application permission incidents need.
 pub const SECURITY_INCIDENT_READ_ALL: &str = "SecurityIncident.Read.All";
+
+/// Names the version 5 UUIDs that make a keyed mail's `Message-ID`.
+const MESSAGE_ID_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6f1c_0b52_9d3e_4a87_b6e4_2c9a_51d7_e803);
+
+/// A mail for [`GraphClient::send_mail`]. It goes out as `multipart/alternative`, the
+/// plain-text part first and the HTML part second (readers show the last part they can).
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingMail<'a> {
+    /// One line; non-ASCII is RFC 2047 encoded.
+    pub subject: &'a str,
+    /// The plain-text part.
+    pub text: &'a str,
+    /// The HTML part, already escaped by the caller.
+    pub html: &'a str,
+    /// A stable key (a notification id): every send of one key gets the same `Message-ID`,
+    /// so a resend after an uncertain answer is recognisably the same mail. `None` draws a
+    /// random one.
+    pub key: Option<&'a str>,
+}
 
 /// Where and how to call Graph.
 #[derive(Debug, Clone)]
@@ -82,6 +106,13 @@ pub enum GraphError {
         /// Graph's code.
         code: String,
         /// Graph's message.
+        message: String,
+    },
+    /// sendMail: no recipient, or one that cannot be written in a mail header. Nothing was
+    /// sent.
+    #[error("unusable mail recipients: {message}")]
+    InvalidRecipients {
+        /// Which address and why.
         message: String,
     },
     /// Any other 404.
@@ -490,24 +521,26 @@ impl GraphClient {
         })
     }
 
-    /// Sends a mail from the mailbox `from` (`POST /v1.0/users/{from}/sendMail`, 202). The
-    /// HTML body is used when not empty, else the text body. Not saved to Sent Items.
+    /// Sends `mail` from the mailbox `from` to `to` (`POST /v1.0/users/{from}/sendMail`, 202)
+    /// in Graph's MIME form: the body is the base64 of an RFC 5322 message, sent as
+    /// `Content-Type: text/plain`.
+    ///
+    /// The MIME form has no `saveToSentItems`: Exchange saves the mail in the sender's Sent
+    /// Items (user-sendmail.md: "This method saves the message in the Sent Items folder").
+    /// The JSON form could skip that but carries only one body, HTML or text.
     ///
     /// # Errors
     /// [`GraphError::Forbidden`] naming Mail.Send on 403, [`GraphError::MailboxNotFound`] on
-    /// 404, [`GraphError::Uncertain`] when the request may have been received without an
-    /// answer, ...
+    /// 404 or an unusable `from`, [`GraphError::InvalidRecipients`] before sending,
+    /// [`GraphError::Uncertain`] when the request may have been received without an
+    /// answer (or a 5xx), [`GraphError::Throttled`] on 429 after the retries, ...
     pub async fn send_mail(
         &self,
         from: &str,
         to: &[String],
-        subject: &str,
-        html: &str,
-        text: &str,
+        mail: &OutgoingMail<'_>,
     ) -> Result<(), GraphError> {
-        let valid_mailbox = !from.is_empty()
-            && !from.contains(['/', '?', '#', '\\'])
-            && !from.chars().any(char::is_control);
+        let valid_mailbox = is_mail_address(from) && !from.contains(['/', '?', '#', '\\']);
         if !valid_mailbox {
             return Err(GraphError::MailboxNotFound {
                 mailbox: from.to_owned(),
@@ -515,28 +548,28 @@ impl GraphClient {
                 message: "not a mailbox address".into(),
             });
         }
-        let (content_type, content) = if html.trim().is_empty() {
-            ("Text", text)
-        } else {
-            ("HTML", html)
-        };
-        let recipients: Vec<serde_json::Value> = to
-            .iter()
-            .map(|address| serde_json::json!({ "emailAddress": { "address": address } }))
-            .collect();
-        let body = serde_json::json!({
-            "message": {
-                "subject": subject,
-                "body": { "contentType": content_type, "content": content },
-                "toRecipients": recipients,
-            },
-            "saveToSentItems": false,
-        });
+        if to.is_empty() {
+            return Err(GraphError::InvalidRecipients {
+                message: "no recipient".into(),
+            });
+        }
+        if let Some(bad) = to.iter().find(|a| !is_mail_address(a)) {
+            return Err(GraphError::InvalidRecipients {
+                message: format!("'{}' is not a mail address", bad.escape_debug()),
+            });
+        }
+        let message_id = message_id(from, mail.key);
+        let mime = mime_message(from, to, mail, &message_id);
+        let body = BASE64.encode(mime);
         let url = self.url(&format!("v1.0/users/{from}/sendMail"));
         let call = Call::SendMail { from };
-        let answer = self.send(Method::POST, url, Some(body), call).await?;
+        let answer = self.send(Method::POST, url, Some(&body), call).await?;
         if answer.status.is_success() {
-            tracing::info!(recipients = to.len(), "mail handed to Graph");
+            tracing::info!(
+                recipients = to.len(),
+                mail.message_id = %message_id,
+                "mail handed to Graph"
+            );
             return Ok(());
         }
         if answer.status.is_server_error() {
@@ -554,16 +587,17 @@ impl GraphClient {
         url
     }
 
+    /// `mime` is a base64 MIME message, sent as `text/plain` (Graph's MIME form).
     async fn send(
         &self,
         method: Method,
         url: Url,
-        body: Option<serde_json::Value>,
+        mime: Option<&str>,
         call: Call<'_>,
     ) -> Result<Answer, GraphError> {
         let mut refreshed = false;
         loop {
-            let answer = self.send_once(&method, &url, body.as_ref(), call).await?;
+            let answer = self.send_once(&method, &url, mime, call).await?;
             if answer.status == StatusCode::UNAUTHORIZED && !refreshed {
                 self.credentials.forget(&self.tenant);
                 refreshed = true;
@@ -577,7 +611,7 @@ impl GraphClient {
         &self,
         method: &Method,
         url: &Url,
-        body: Option<&serde_json::Value>,
+        mime: Option<&str>,
         call: Call<'_>,
     ) -> Result<Answer, GraphError> {
         let idempotent = matches!(call, Call::Incidents);
@@ -590,8 +624,10 @@ impl GraphClient {
                 .bearer_auth(token.token.secret())
                 .header(ACCEPT, "application/json")
                 .header("Prefer", "include-unknown-enum-members");
-            if let Some(body) = body {
-                request = request.json(body);
+            if let Some(mime) = mime {
+                request = request
+                    .header(CONTENT_TYPE, "text/plain")
+                    .body(mime.to_owned());
             }
             Ok::<_, GraphError>(request.send().await)
         })
@@ -612,6 +648,60 @@ impl GraphClient {
             },
         })
     }
+}
+
+/// An address that can go into a mail header and a URL path: `local@domain`, no spaces,
+/// control characters or header punctuation.
+fn is_mail_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !address.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '<' | '>' | ',' | ';' | '"' | '(' | ')')
+        })
+}
+
+/// `<uuid@sender-domain>` without the brackets: a version 5 UUID of `key` (the same for every
+/// send of one key), else a random one.
+fn message_id(from: &str, key: Option<&str>) -> String {
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, domain)| domain)
+        .filter(|d| {
+            d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        })
+        .unwrap_or("defender-ops.invalid");
+    let id = match key {
+        Some(key) => uuid::Uuid::new_v5(&MESSAGE_ID_NAMESPACE, key.as_bytes()),
+        None => uuid::Uuid::new_v4(),
+    };
+    format!("{}@{domain}", id.simple())
+}
+
+/// The RFC 5322 message: From, To, Subject, Message-ID, Date and MIME-Version headers and a
+/// `multipart/alternative` body (text/plain then text/html, UTF-8, the transfer encoding
+/// chosen by mail-builder). A mail with one empty body goes out with the other part alone.
+fn mime_message(from: &str, to: &[String], mail: &OutgoingMail<'_>, message_id: &str) -> Vec<u8> {
+    let recipients: Vec<Address<'_>> = to.iter().map(|a| Address::from(a.as_str())).collect();
+    let mut builder = MessageBuilder::new()
+        .from(from)
+        .to(recipients)
+        .subject(mail.subject)
+        .message_id(message_id);
+    if !mail.text.trim().is_empty() || mail.html.trim().is_empty() {
+        builder = builder.text_body(mail.text);
+    }
+    if !mail.html.trim().is_empty() {
+        builder = builder.html_body(mail.html);
+    }
+    let mut out = Vec::new();
+    builder.serialize(&mut out);
+    out
 }
 
 fn decode<T: serde::de::DeserializeOwned>(answer: Answer, call: Call<'_>) -> Result<T, GraphError> {
@@ -701,6 +791,81 @@ mod tests {
         );
         assert_eq!(page.value[1].status, Some(IncidentStatus::InProgress));
         assert!(page.next_link.is_some());
+    }
+
+    fn mail<'a>(key: Option<&'a str>) -> OutgoingMail<'a> {
+        OutgoingMail {
+            subject: "[Defender] Offboarding Rejected: pc-01 – Zürich",
+            text: "Offboarding Rejected\n\nMessage: <b>OsPlatformNotSupported</b> & co\n",
+            html: "<p>Message: &lt;b&gt;OsPlatformNotSupported&lt;/b&gt; &amp; co – Zürich</p>",
+            key,
+        }
+    }
+
+    #[test]
+    fn a_mail_is_multipart_alternative_with_the_text_part_before_the_html_part() {
+        let to = vec![
+            "secops@contoso.com".to_owned(),
+            "soc@contoso.com".to_owned(),
+        ];
+        let raw = mime_message("noreply@contoso.com", &to, &mail(None), "id-1@contoso.com");
+        let raw = String::from_utf8(raw).expect("MIME is ASCII");
+        let (headers, body) = raw.split_once("\r\n\r\n").expect("headers end");
+        assert!(headers.contains("From: <noreply@contoso.com>"), "{headers}");
+        assert!(headers.contains("secops@contoso.com") && headers.contains("soc@contoso.com"));
+        assert!(
+            headers.contains("Message-ID: <id-1@contoso.com>"),
+            "{headers}"
+        );
+        assert!(headers.contains("Date: "), "{headers}");
+        assert!(headers.contains("MIME-Version: 1.0"), "{headers}");
+        assert!(
+            headers.contains("Subject: =?utf-8?"),
+            "non-ASCII subject encoded: {headers}"
+        );
+        assert!(headers.contains("multipart/alternative"), "{headers}");
+        let text_at = body
+            .find("text/plain; charset=\"utf-8\"")
+            .expect("a text part");
+        let html_at = body
+            .find("text/html; charset=\"utf-8\"")
+            .expect("an HTML part");
+        assert!(text_at < html_at, "text first, HTML second");
+        assert!(raw.is_ascii(), "bodies are transfer-encoded");
+    }
+
+    #[test]
+    fn a_keyed_mail_keeps_its_message_id_and_an_unkeyed_one_does_not() {
+        let first = message_id("noreply@contoso.com", Some("offboard-r1-Rejected"));
+        assert_eq!(
+            first,
+            message_id("noreply@contoso.com", Some("offboard-r1-Rejected"))
+        );
+        assert!(first.ends_with("@contoso.com"), "{first}");
+        assert_ne!(
+            first,
+            message_id("noreply@contoso.com", Some("offboard-r2-Rejected"))
+        );
+        assert_ne!(
+            message_id("noreply@contoso.com", None),
+            message_id("noreply@contoso.com", None)
+        );
+    }
+
+    #[test]
+    fn only_plain_mail_addresses_are_written_into_headers() {
+        assert!(is_mail_address("secops@contoso.com"));
+        for bad in [
+            "",
+            "secops",
+            "@contoso.com",
+            "secops@",
+            "a@b.com\r\nBcc: x@y.com",
+            "A <a@b.com>",
+            "a@b.com,c@d.com",
+        ] {
+            assert!(!is_mail_address(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::email::Mail;
 use super::{card, event};
 use crate::app::AppState;
 use crate::clients::credentials::{AuthMode, TenantAuth};
-use crate::clients::graph::{GraphClient, GraphSettings};
+use crate::clients::graph::{GraphClient, GraphSettings, OutgoingMail};
 use crate::clients::http::{RetryPolicy, error_chain, retry_after};
 use crate::config::{Config, SecretName};
 use crate::domain::{Channel, TenantId};
@@ -256,7 +256,7 @@ pub async fn send_webhook(state: &AppState, body: &Value) -> Result<(), ChannelE
 }
 
 /// Sends the mail with Graph as the home app (`HOME_*`), from `NOTIFY_EMAIL_FROM` to
-/// `NOTIFY_EMAIL_TO`.
+/// `NOTIFY_EMAIL_TO`, as a MIME mail with a plain-text and an HTML part.
 ///
 /// # Errors
 /// Missing settings, a token, or Graph (403 names Mail.Send).
@@ -290,14 +290,14 @@ pub async fn send_email(state: &AppState, mail: &Mail) -> Result<(), ChannelErro
         Arc::clone(&services.credentials),
         auth,
     );
+    let outgoing = OutgoingMail {
+        subject: &mail.subject,
+        text: &mail.text,
+        html: &mail.html,
+        key: mail.note_id.as_deref(),
+    };
     graph
-        .send_mail(
-            from,
-            &config.notify.email_to,
-            &mail.subject,
-            &mail.html,
-            &mail.text,
-        )
+        .send_mail(from, &config.notify.email_to, &outgoing)
         .await
         .map_err(|e| ChannelError(format!("Graph sendMail: {e}")))
 }

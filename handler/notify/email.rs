@@ -5,12 +5,24 @@ use std::fmt::Write as _;
 
 use super::message::{Message, Tone};
 
-/// A rendered mail.
+/// A rendered mail: sent as `multipart/alternative` with both bodies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mail {
     pub subject: String,
     pub html: String,
     pub text: String,
+    /// The note's id when known ([`Mail::for_note`]): every send of the note then carries
+    /// the same `Message-ID`.
+    pub note_id: Option<String>,
+}
+
+impl Mail {
+    /// Ties the mail to note `id`, so a resend is recognisably the same mail.
+    #[must_use]
+    pub fn for_note(mut self, id: &str) -> Self {
+        self.note_id = Some(id.to_owned());
+        self
+    }
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -117,6 +129,7 @@ pub fn render(m: &Message) -> Mail {
         subject: one_line(&format!("[Defender] {}", m.title)),
         html,
         text,
+        note_id: None,
     }
 }
 
