@@ -19,7 +19,7 @@ use defender_ops::clients::tables::{Entity, TableError, TableOptions, TableServi
 use defender_ops::config::StorageSettings;
 use defender_ops::domain::signature;
 use dev_host::{Azurite, Host, HostConfig, LogSource, RunningHost};
-use dev_sim::{AppRegistration, FleetSummary, Incident, Sim, SimConfig};
+use dev_sim::{AppRegistration, FleetSummary, Incident, SentMail, Sim, SimConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -609,6 +609,7 @@ async fn simulated_with_storage(
             .with_context(|| format!("writing {}", log.display()))?;
         summary(&ctx, &report, out_dir, files).await?;
         check_teams_flows(&ctx.sim)?;
+        check_mails(&ctx.sim)?;
         let failed = p.checks.all();
         if !failed.is_empty() {
             println!();
@@ -1347,11 +1348,13 @@ fn card_kind(card: &Value) -> String {
 }
 
 /// Writes every card, mail and webhook event the simulators received, numbered in arrival
-/// order; returns how many files were written.
+/// order; returns how many files were written. A mail gives up to three files: its HTML part
+/// (`.html`), its text part (`.txt`) and the whole MIME message (`.eml`, opens in a mail
+/// program).
 fn write_outbox(sim: &Sim, dir: &Path) -> anyhow::Result<usize> {
     enum Item {
         Teams(Value),
-        Mail(Option<String>, Value),
+        Mail(Box<SentMail>),
         Hook(String),
     }
     let mut items: Vec<(time::OffsetDateTime, Item)> = Vec::new();
@@ -1363,7 +1366,7 @@ fn write_outbox(sim: &Sim, dir: &Path) -> anyhow::Result<usize> {
     items.extend(
         sim.mails()
             .into_iter()
-            .map(|m| (m.at, Item::Mail(m.subject, m.body))),
+            .map(|m| (m.at, Item::Mail(Box::new(m)))),
     );
     items.extend(
         sim.sink_events()
@@ -1371,38 +1374,50 @@ fn write_outbox(sim: &Sim, dir: &Path) -> anyhow::Result<usize> {
             .map(|e| (e.at, Item::Hook(e.body))),
     );
     items.sort_by_key(|(at, _)| *at);
-    let count = items.len();
+    let mut written = 0;
     for (n, (_, item)) in items.into_iter().enumerate() {
         let n = n + 1;
-        let (file, text) = match item {
-            Item::Teams(body) => (
+        let files: Vec<(String, String)> = match item {
+            Item::Teams(body) => vec![(
                 format!("{n:02}-teams-{}.json", card_kind(&body)),
                 serde_json::to_string_pretty(&body)?,
-            ),
-            Item::Mail(subject, body) => {
-                let html = body["message"]["body"]["content"]
-                    .as_str()
-                    .map_or_else(|| body.to_string(), str::to_owned);
-                (
-                    format!(
-                        "{n:02}-email-{}.html",
-                        slug(subject.as_deref().unwrap_or("mail"), 60)
-                    ),
-                    html,
-                )
+            )],
+            Item::Mail(mail) => {
+                let stem = format!(
+                    "{n:02}-email-{}",
+                    slug(mail.subject.as_deref().unwrap_or("mail"), 60)
+                );
+                let mut files = Vec::new();
+                if let Some(html) = mail.html {
+                    files.push((format!("{stem}.html"), html));
+                }
+                if let Some(text) = mail.text {
+                    files.push((format!("{stem}.txt"), text));
+                }
+                match mail.body["mime"].as_str() {
+                    Some(mime) => files.push((format!("{stem}.eml"), mime.to_owned())),
+                    None if files.is_empty() => {
+                        files.push((format!("{stem}.json"), mail.body.to_string()));
+                    }
+                    None => {}
+                }
+                files
             }
             Item::Hook(body) => {
                 let pretty = serde_json::from_str::<Value>(&body)
                     .ok()
                     .and_then(|v| serde_json::to_string_pretty(&v).ok())
                     .unwrap_or(body);
-                (format!("{n:02}-webhook.json"), pretty)
+                vec![(format!("{n:02}-webhook.json"), pretty)]
             }
         };
-        let path = dir.join(file);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        for (file, text) in files {
+            let path = dir.join(file);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            written += 1;
+        }
     }
-    Ok(count)
+    Ok(written)
 }
 
 /// A Workflows post the simulator says would fail asynchronously (the HTTP answer is 202
@@ -1418,6 +1433,32 @@ fn check_teams_flows(sim: &Sim) -> anyhow::Result<()> {
             "{} Teams card(s) would fail in the Workflows flow: {}",
             failed.len(),
             failed.join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// Every mail must carry both a plain-text and an HTML part (multipart/alternative): a mail
+/// program showing only one of them would hide the gap.
+fn check_mails(sim: &Sim) -> anyhow::Result<()> {
+    let incomplete: Vec<String> = sim
+        .mails()
+        .iter()
+        .filter(|m| m.text.is_none() || m.html.is_none())
+        .map(|m| {
+            format!(
+                "'{}' ({:?}, parts {:?})",
+                m.subject.as_deref().unwrap_or_default(),
+                m.format,
+                m.parts
+            )
+        })
+        .collect();
+    if !incomplete.is_empty() {
+        bail!(
+            "{} mail(s) lack a text or an HTML part: {}",
+            incomplete.len(),
+            incomplete.join("; ")
         );
     }
     Ok(())
