@@ -116,7 +116,10 @@ pub async fn send_note(state: &AppState, note: &Note) -> anyhow::Result<Report> 
             || async {
                 let sent = match channel {
                     Channel::Teams => channels::send_teams(state, &card::render(&rendered)).await,
-                    Channel::Email => channels::send_email(state, &email::render(&rendered)).await,
+                    Channel::Email => {
+                        channels::send_email(state, &email::render(&rendered).for_note(&note.id))
+                            .await
+                    }
                     Channel::Webhook => {
                         channels::send_webhook(state, &event::render(note, &rendered)).await
                     }
