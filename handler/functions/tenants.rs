@@ -199,6 +199,7 @@ async fn put(
     };
     // The client secret may have been rotated along with this registration.
     state.services().credentials.forget(&tenant.auth);
+    state.services().recent_tenants.forget(&id);
     tracing::info!(status, first_sync = queue_sync, "tenant registered");
 
     let mut answer = InvocationResponse::http(&HttpResponse::json(status, &to_json(&tenant)));
@@ -253,6 +254,7 @@ async fn disable(
         v.tenant.enabled = false;
         v.tenant.updated_at = state.now();
         update(table, &v.tenant, v.etag).await?;
+        state.services().recent_tenants.forget(id);
         tracing::info!("tenant disabled; its data is kept");
     }
     Ok(InvocationResponse::http(&HttpResponse::json(

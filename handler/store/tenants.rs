@@ -1,5 +1,9 @@
 //! `Tenants` rows: the customer tenants and how to reach their Defender.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use time::OffsetDateTime;
 use url::Url;
 
@@ -160,4 +164,82 @@ pub async fn update(
         .update_replace(&tenant.to_entity(), if_match)
         .await
         .map(drop)
+}
+
+/// Tenants this instance recently read as enabled, so the webhook's hot path can skip the
+/// read for a caller that sends many requests for one tenant.
+///
+/// Safe to be briefly out of date: a tenant disabled on another instance keeps being
+/// accepted here for at most the TTL, and the offboard worker reads the tenant again before
+/// it calls Defender (a request of a disabled tenant ends without a call). This instance
+/// forgets a tenant as soon as it changes it.
+#[derive(Debug)]
+pub struct RecentlyEnabled {
+    ttl: Duration,
+    seen: Mutex<HashMap<TenantId, Instant>>,
+}
+
+impl RecentlyEnabled {
+    /// Bounds the map: an MSP has hundreds of tenants, not this many.
+    const MAX_ENTRIES: usize = 10_000;
+
+    #[must_use]
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Whether `id` was read as enabled within the TTL.
+    pub fn contains(&self, id: &TenantId) -> bool {
+        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.get(id).is_some_and(|at| at.elapsed() < self.ttl)
+    }
+
+    /// Records that `id` was just read as enabled.
+    pub fn remember(&self, id: &TenantId) {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.len() >= Self::MAX_ENTRIES {
+            let ttl = self.ttl;
+            seen.retain(|_, at| at.elapsed() < ttl);
+            if seen.len() >= Self::MAX_ENTRIES {
+                seen.clear();
+            }
+        }
+        seen.insert(id.clone(), Instant::now());
+    }
+
+    /// Forgets `id` (it was just changed here).
+    pub fn forget(&self, id: &TenantId) {
+        self.seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+}
+
+#[cfg(test)]
+mod recently_enabled_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn id(n: u8) -> TenantId {
+        TenantId::parse(&format!("00000000-0000-0000-0000-0000000000{n:02x}")).unwrap()
+    }
+
+    #[test]
+    fn a_remembered_tenant_is_known_until_forgotten_or_expired() {
+        let cache = RecentlyEnabled::new(Duration::from_secs(60));
+        assert!(!cache.contains(&id(1)));
+        cache.remember(&id(1));
+        assert!(cache.contains(&id(1)));
+        assert!(!cache.contains(&id(2)));
+        cache.forget(&id(1));
+        assert!(!cache.contains(&id(1)));
+
+        let expired = RecentlyEnabled::new(Duration::ZERO);
+        expired.remember(&id(3));
+        assert!(!expired.contains(&id(3)));
+    }
 }
