@@ -128,3 +128,64 @@ async fn a_used_up_budget_fails_fast_when_the_wait_exceeds_the_cap() {
     assert_eq!(tenant_id.as_str(), TENANT);
     assert!(retry_after > Duration::from_secs(50), "{retry_after:?}");
 }
+
+#[tokio::test]
+async fn single_calls_spaced_beyond_the_lease_each_use_one_call_of_the_budget() {
+    // A trickle of lone calls (a tracker poll, one offboard) must not reserve whole blocks
+    // that expire unused: with blocks of 3 and a limit of 6, fixed blocks would run out after
+    // two lone calls.
+    let tables = tables().await;
+    let mut limits = small_limits();
+    limits.minute.window = Duration::from_secs(60);
+    limits.minute.bucket = Duration::from_secs(5);
+    limits.lease = Duration::from_millis(50);
+    limits.max_wait = Duration::from_millis(200);
+    let budget = Budget::new(&tables, limits, "instance-a", Arc::new(SystemClock))
+        .await
+        .expect("budget");
+    let tenant = tenant_id();
+
+    for n in 0..6 {
+        budget
+            .acquire(&tenant)
+            .await
+            .unwrap_or_else(|e| panic!("lone call {n} within the limit: {e}"));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    assert!(
+        matches!(
+            budget.acquire(&tenant).await,
+            Err(BudgetError::Exhausted { .. })
+        ),
+        "the seventh call exceeds the limit of 6"
+    );
+}
+
+#[tokio::test]
+async fn queued_callers_share_one_reservation() {
+    // A burst reserves up to `block` calls in one table write, and never more than the
+    // limit: 6 concurrent callers with blocks of 3 get their calls without waiting.
+    let tables = tables().await;
+    let mut limits = small_limits();
+    limits.minute.window = Duration::from_secs(60);
+    limits.minute.bucket = Duration::from_secs(5);
+    limits.lease = Duration::from_secs(5);
+    limits.max_wait = Duration::from_millis(200);
+    let budget = Arc::new(
+        Budget::new(&tables, limits, "instance-a", Arc::new(SystemClock))
+            .await
+            .expect("budget"),
+    );
+    let tenant = tenant_id();
+    let permits = futures::future::join_all((0..6).map(|_| {
+        let budget = Arc::clone(&budget);
+        let tenant = tenant.clone();
+        async move { budget.acquire(&tenant).await }
+    }))
+    .await;
+    assert!(permits.iter().all(Result::is_ok), "{permits:?}");
+    assert!(
+        budget.acquire(&tenant).await.is_err(),
+        "all 6 calls of the minute are spent"
+    );
+}

@@ -7,21 +7,26 @@
 //! call counts in fixed buckets (`MinuteBucket` = index of the newest bucket, `MinuteCounts`
 //! = the counts, oldest first; `HourBucket`, `HourCounts` likewise), plus `LeaseHolder` and
 //! `LeaseExpiry` (the last instance that reserved calls, and until when: diagnostics).
-//! An instance reserves a *block* of calls (default 10) with an ETag-checked write (412 →
-//! re-read, re-plan, retry), then hands them out locally without a table round trip. A block
-//! is usable for `lease` (default 5 s); calls not used by then simply expire.
+//! An instance reserves a *block* of calls with an ETag-checked write (412 → re-read,
+//! re-plan, retry), then hands them out locally without a table round trip. A block is as
+//! large as the demand waiting in this instance (at most `block`, default 10): a lone call
+//! reserves one, a burst of queued offboards reserves ten. A block is usable for `lease`
+//! (default 1 s); calls not used by then expire, still counted, which is why blocks follow
+//! demand rather than a fixed size: a fixed block of ten would let a trickle of single calls
+//! use up the hour's 1,500 after 150 real calls.
 //!
 //! # Why it is conservative
 //! MDE's windows are rolling (the simulator counts any 60 s). A reservation made at `t` is
 //! spent during `[t, t + lease)`, so the calls that land in any rolling window `W` were
 //! reserved within `W + lease`; the ring therefore spans `ceil((W + lease) / bucket) + 1`
 //! buckets and a block is granted only if the whole ring stays within the limit. The price:
-//! sustained throughput is about `W / span` of the limit (about 94 of 100 per minute with the
-//! defaults: 2 s buckets and leases), plus whatever expires unused. Clock skew between instances weakens the bound by
+//! sustained throughput is about `W / span` of the limit (about 97 of 100 per minute with the
+//! defaults: 1 s buckets and leases, a 62-bucket ring), plus whatever expires unused. Clock skew between instances weakens the bound by
 //! the skew; 429s are still honoured by the clients.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -53,7 +58,7 @@ pub struct BudgetLimits {
     pub minute: WindowLimit,
     /// The per-hour limit (MDE: 1,500).
     pub hour: WindowLimit,
-    /// Calls reserved per table write.
+    /// Most calls reserved per table write (fewer when fewer callers wait).
     pub block: u32,
     /// How long a reserved block may be spent.
     pub lease: Duration,
@@ -68,9 +73,9 @@ impl Default for BudgetLimits {
             minute: WindowLimit {
                 window: Duration::from_secs(60),
                 limit: 100,
-                // Short buckets and leases keep the ring close to the real window: 2 s each
-                // spends about 94 of the 100 calls a minute allows (5 s: about 86).
-                bucket: Duration::from_secs(2),
+                // Short buckets and leases keep the ring close to the real window: 1 s each
+                // spends about 97 of the 100 calls a minute allows (2 s: 94, 5 s: 86).
+                bucket: Duration::from_secs(1),
             },
             hour: WindowLimit {
                 window: Duration::from_secs(3600),
@@ -78,7 +83,8 @@ impl Default for BudgetLimits {
                 bucket: Duration::from_secs(300),
             },
             block: 10,
-            lease: Duration::from_secs(2),
+            // Blocks are sized to callers already waiting, who spend them at once.
+            lease: Duration::from_secs(1),
             max_wait: Duration::from_secs(90),
         }
     }
@@ -129,6 +135,14 @@ pub struct Permit {
     pub waited: Duration,
 }
 
+/// One tenant's budget in this process: the block being spent, and how many callers are
+/// queued for it (the size of the next reservation).
+#[derive(Debug, Default)]
+struct Slot {
+    block: tokio::sync::Mutex<LocalBlock>,
+    waiting: AtomicU32,
+}
+
 #[derive(Debug, Default)]
 struct LocalBlock {
     remaining: u32,
@@ -143,7 +157,7 @@ pub struct Budget {
     limits: BudgetLimits,
     holder: String,
     clock: Arc<dyn Clock>,
-    local: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<LocalBlock>>>>,
+    local: Mutex<HashMap<TenantId, Arc<Slot>>>,
 }
 
 impl Budget {
@@ -185,7 +199,13 @@ impl Budget {
             Arc::clone(local.entry(tenant.clone()).or_default())
         };
         // One refill per tenant at a time in this process; other tenants proceed.
-        let mut block = slot.lock().await;
+        slot.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut block = slot.block.lock().await;
+        // Callers still queued behind this one: they will want calls right after it.
+        let behind = slot
+            .waiting
+            .fetch_sub(1, Ordering::SeqCst)
+            .saturating_sub(1);
         let now = unix_ms(self.clock.now());
         if block.remaining > 0 && now < block.expires_ms {
             block.remaining -= 1;
@@ -194,7 +214,8 @@ impl Budget {
             });
         }
         let started = tokio::time::Instant::now();
-        let (granted, expires_ms) = self.reserve(tenant).await?;
+        let want = behind.saturating_add(1).min(self.limits.block);
+        let (granted, expires_ms) = self.reserve(tenant, want).await?;
         block.remaining = granted.saturating_sub(1);
         block.expires_ms = expires_ms;
         Ok(Permit {
@@ -202,7 +223,7 @@ impl Budget {
         })
     }
 
-    async fn reserve(&self, tenant: &TenantId) -> Result<(u32, i64), BudgetError> {
+    async fn reserve(&self, tenant: &TenantId, want: u32) -> Result<(u32, i64), BudgetError> {
         const MAX_CONFLICTS: u32 = 50;
         let mut conflicts = 0;
         let mut waited = Duration::ZERO;
@@ -213,7 +234,7 @@ impl Budget {
                 Some(entity) => (BudgetState::from_entity(&entity, &self.limits), entity.etag),
                 None => (BudgetState::new(&self.limits), None),
             };
-            match state.plan(now, &self.limits, self.limits.block) {
+            match state.plan(now, &self.limits, want) {
                 Plan::Grant(n) => {
                     let expires_ms = now + millis_i64(self.limits.lease);
                     let entity = state.to_entity(tenant.as_str(), &self.holder, expires_ms);
