@@ -71,6 +71,23 @@ impl DupKey {
     }
 }
 
+/// The names and Entra ids of the devices seen so far in one listing: tells, as a device
+/// arrives, whether it shares either with an earlier one (so it may be a duplicate).
+#[derive(Debug, Default)]
+pub struct SeenKeys {
+    names: std::collections::HashSet<u64>,
+    aads: std::collections::HashSet<u128>,
+}
+
+impl SeenKeys {
+    /// Records `key`; returns whether its name or Entra id was recorded before.
+    pub fn insert(&mut self, key: &DupKey) -> bool {
+        let name_seen = key.name.is_some_and(|n| !self.names.insert(n));
+        let aad_seen = key.aad.is_some_and(|a| !self.aads.insert(a));
+        name_seen || aad_seen
+    }
+}
+
 /// Returns, for each duplicate, the machine id of its primary. Primaries and devices without
 /// a twin are absent from the map.
 #[must_use]
@@ -139,6 +156,36 @@ pub fn resolve(devices: &[DupKey]) -> HashMap<CompactMachineId, CompactMachineId
         }
     }
     out
+}
+
+#[cfg(test)]
+mod seen_keys_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn key(id: u8, name: Option<&str>, aad: Option<&str>) -> DupKey {
+        DupKey::new(
+            MachineId::parse(&format!("{id:040x}")).unwrap(),
+            name,
+            aad,
+            None,
+            None,
+            None,
+        )
+    }
+
+    #[test]
+    fn a_device_sharing_a_name_or_entra_id_with_an_earlier_one_is_reported() {
+        let aad = "2b3c4d5e-6f70-4182-93a4-b5c6d7e8f901";
+        let mut seen = SeenKeys::default();
+        assert!(!seen.insert(&key(1, Some("PC-1.contoso.com"), None)));
+        assert!(!seen.insert(&key(2, Some("pc-2"), Some(aad))));
+        assert!(seen.insert(&key(3, Some("pc-1.CONTOSO.com"), None)));
+        assert!(seen.insert(&key(4, Some("pc-4"), Some(aad))));
+        assert!(!seen.insert(&key(5, None, None)));
+        assert!(!seen.insert(&key(6, Some("localhost"), None)));
+        assert!(!seen.insert(&key(7, Some("localhost"), None)));
+    }
 }
 
 #[cfg(test)]

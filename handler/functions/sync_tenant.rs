@@ -33,6 +33,9 @@ use crate::store::{self, names};
 /// Batches written at once; Azurite and the Table service both serialise per partition, so
 /// a few in flight hide latency without queueing behind each other.
 const BATCHES_IN_FLIGHT: usize = 4;
+/// Rows held back for the duplicate pass at most (their content, well under 1 KB each); beyond, candidates are
+/// written at once and their mark, if any, is written later as a second write.
+const MAX_HELD_ROWS: usize = 20_000;
 
 /// The counts of one run, written to `Audit`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -312,10 +315,10 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    /// Sends what is pending and waits for every batch in flight: later writes to the same
-    /// rows must not race earlier ones (batches in flight may land in any order).
-    async fn drain(&mut self) -> Result<(), TableError> {
-        self.flush_pending().await?;
+    /// Waits for every batch in flight: later writes to the same rows must not race earlier
+    /// ones (batches in flight may land in any order). Rows still pending stay pending: a
+    /// later write to one of them is folded into it, and the batch stays full.
+    async fn settle(&mut self) -> Result<(), TableError> {
         while let Some(r) = self.in_flight.next().await {
             r?;
         }
@@ -323,8 +326,29 @@ impl<'a> Writer<'a> {
     }
 
     async fn finish(mut self) -> Result<u64, TableError> {
-        self.drain().await?;
+        self.flush_pending().await?;
+        self.settle().await?;
         Ok(self.writes)
+    }
+}
+
+/// A device row to write: its content as listed, and whether the row is new.
+struct Held {
+    content: DeviceContent,
+    stale: bool,
+    is_new: bool,
+}
+
+impl Held {
+    fn entity(&self, tenant: &TenantId, now: OffsetDateTime) -> Entity {
+        let e = devices::content_entity(tenant, &self.content, self.stale, now);
+        if self.is_new {
+            // Defaults for the columns the API filters on (a filter never matches a missing
+            // property).
+            e.with(col::DUPLICATE_OF, "").with(col::OFFBOARD, false)
+        } else {
+            e
+        }
     }
 }
 
@@ -347,7 +371,13 @@ async fn sync(
     let stale_days = state.config().stale_after_days;
     let mut report = SyncReport::default();
 
+    let started = std::time::Instant::now();
     let mut index = devices::load_index(table, tenant_id).await?;
+    tracing::debug!(
+        rows = index.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "stored index read"
+    );
     let first_sync = index.is_empty();
     // Devices new in this run, so a machine listed twice (paging under concurrent change)
     // isn't written twice in one batch.
@@ -356,6 +386,12 @@ async fn sync(
     // so duplicate resolution reads the keys without a copy).
     let mut live_keys: Vec<DupKey> = Vec::new();
     let mut live_dups: Vec<Option<CompactMachineId>> = Vec::new();
+    // A row to write for a device that may be a duplicate (Defender flags it, or it shares a
+    // name or Entra id with a device listed earlier) waits for the duplicate pass, which
+    // writes it once with its DuplicateOf: writing it now and marking it later would be two
+    // writes, and a merge into an existing row costs Azurite more than an insert.
+    let mut seen_keys = duplicates::SeenKeys::default();
+    let mut held: HashMap<usize, Held> = HashMap::new();
     let mut onboarded: Vec<DeviceRef> = Vec::new();
     let mut turned_stale: Vec<DeviceRef> = Vec::new();
     let mut onboarded_count = 0u64;
@@ -371,6 +407,12 @@ async fn sync(
             std::pin::pin!(client.machine_pages::<MachineSummary>(MachineQuery::default()));
         while let Some(page) = pages.try_next().await? {
             report.pages += 1;
+            tracing::debug!(
+                page = report.pages,
+                devices = page.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "page of machines read"
+            );
             for machine in page {
                 let Some(content) = to_content(machine) else {
                     report.skipped_invalid += 1;
@@ -393,7 +435,19 @@ async fn sync(
                 if stale {
                     report.stale += 1;
                 }
-                match stored {
+                let key = DupKey::new(
+                    content.machine_id.clone(),
+                    content.computer_dns_name.as_deref(),
+                    content.aad_device_id.as_deref(),
+                    content.last_seen,
+                    content.first_seen,
+                    content.merged_into.clone(),
+                );
+                let candidate = seen_keys.insert(&key)
+                    || content.potential_duplicate
+                    || content.merged_into.is_some();
+                // Some(is_new) when the row must be written.
+                let write = match stored {
                     None => {
                         report.inserted += 1;
                         new_ids.insert(compact);
@@ -401,14 +455,7 @@ async fn sync(
                         if onboarded.len() < MAX_DEVICES_PER_NOTE {
                             onboarded.push(device_ref(&content));
                         }
-                        // Defaults for the columns the API filters on (a filter never matches
-                        // a missing property).
-                        let e = devices::content_entity(tenant_id, &content, stale, now)
-                            .with(col::DUPLICATE_OF, "")
-                            .with(col::OFFBOARD, false);
-                        if rows.send(e).await.is_err() {
-                            return Ok(());
-                        }
+                        Some(true)
                     }
                     Some(s) if s.hash != content.content_hash() || s.gone || s.stale != stale => {
                         report.updated += 1;
@@ -418,21 +465,26 @@ async fn sync(
                                 turned_stale.push(device_ref(&content));
                             }
                         }
-                        let e = devices::content_entity(tenant_id, &content, stale, now);
-                        if rows.send(e).await.is_err() {
-                            return Ok(());
-                        }
+                        Some(false)
                     }
-                    Some(_) => report.unchanged += 1,
+                    Some(_) => {
+                        report.unchanged += 1;
+                        None
+                    }
+                };
+                if let Some(is_new) = write {
+                    let row = Held {
+                        content,
+                        stale,
+                        is_new,
+                    };
+                    if candidate && held.len() < MAX_HELD_ROWS {
+                        held.insert(live_keys.len(), row);
+                    } else if rows.send(row.entity(tenant_id, now)).await.is_err() {
+                        return Ok(());
+                    }
                 }
-                live_keys.push(DupKey::new(
-                    content.machine_id.clone(),
-                    content.computer_dns_name.as_deref(),
-                    content.aad_device_id.as_deref(),
-                    content.last_seen,
-                    content.first_seen,
-                    content.merged_into.clone(),
-                ));
+                live_keys.push(key);
                 live_dups.push(stored_dup);
             }
         }
@@ -450,6 +502,10 @@ async fn sync(
     let (produced, consumed) = tokio::join!(producer, consumer);
     consumed?;
     produced?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "every page read and queued for writing"
+    );
 
     // Only after every page was read: a partial listing must never mark devices gone.
     for (machine_id, summary) in &index {
@@ -464,14 +520,29 @@ async fn sync(
 
     // The DuplicateOf pass rewrites rows the content pass may still have in flight (a new
     // row is written with an empty DuplicateOf): let those land first.
-    writer.drain().await?;
+    writer.settle().await?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "content written"
+    );
     drop(index);
     drop(new_ids);
     let primaries: HashMap<CompactMachineId, CompactMachineId> = duplicates::resolve(&live_keys);
     report.duplicates = primaries.len() as u64;
-    for (key, stored_dup) in live_keys.iter().zip(&live_dups) {
+    for (i, (key, stored_dup)) in live_keys.iter().zip(&live_dups).enumerate() {
         let now_dup = primaries.get(&key.machine_id).copied();
-        if now_dup != *stored_dup {
+        if let Some(row) = held.remove(&i) {
+            writer
+                .push(
+                    row.entity(tenant_id, now).with(
+                        col::DUPLICATE_OF,
+                        now_dup
+                            .map(|p| p.to_machine_id().as_str().to_owned())
+                            .unwrap_or_default(),
+                    ),
+                )
+                .await?;
+        } else if now_dup != *stored_dup {
             let e = Entity::new(tenant_id.as_str(), key.machine_id.to_machine_id().as_str()).with(
                 col::DUPLICATE_OF,
                 now_dup
@@ -482,6 +553,10 @@ async fn sync(
         }
     }
     report.table_writes = writer.finish().await?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "duplicate marks written"
+    );
 
     let mut notes = Vec::new();
     // The first sync of a tenant finds every device "new": that is not news.

@@ -109,7 +109,9 @@ async fn start_rig(sim: &Sim, handler: &Path, rep: usize) -> anyhow::Result<Rig>
     let mut cfg = HostConfig::new(workspace(), handler, &proxied);
     cfg.env = env;
     cfg.queue_prefix = format!("q{rep}");
-    cfg.echo_handler_output = false;
+    // BENCH_ECHO_HANDLER=1 shows the handler's log (with BENCH_HANDLER_RUST_LOG=debug, the
+    // sync's phases).
+    cfg.echo_handler_output = std::env::var_os("BENCH_ECHO_HANDLER").is_some();
     cfg.host_json_patch =
         Some(serde_json::json!({"extensions": {"queues": {"visibilityTimeout": "00:00:01"}}}));
     let host = Host::start(cfg).await?;
