@@ -148,6 +148,20 @@ impl RequestId {
     pub fn new_random() -> Self {
         Self(uuid::Uuid::new_v4().hyphenated().to_string())
     }
+
+    /// The id of the request a signed webhook call creates: the same signature always names
+    /// the same request, so the request row itself refuses a replay (one write, not two).
+    #[must_use]
+    pub fn for_signature(tenant: &TenantId, signature: &str) -> Self {
+        // Any fixed namespace works; this one is ours alone.
+        const NAMESPACE: uuid::Uuid = uuid::uuid!("5b6f0f8e-3c1d-4c43-9a51-6f1f8f3b2a07");
+        let name = format!("{}/{signature}", tenant.as_str());
+        Self(
+            uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes())
+                .hyphenated()
+                .to_string(),
+        )
+    }
 }
 
 /// A Defender XDR incident id (Graph returns it as a string of digits).

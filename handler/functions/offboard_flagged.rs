@@ -89,6 +89,7 @@ async fn flags_of(
                 let new = NewRequest {
                     tenant_id: tenant.id().clone(),
                     source: Source::Flag,
+                    request_id: None,
                     requested_by: Some("Offboard flag".into()),
                     comment: DEFAULT_COMMENT.into(),
                     // One request per flagged device per flag setting: a re-run of this timer

@@ -4,6 +4,12 @@
 //! parsed into domain types (400 names the field); the tenant and the device are resolved
 //! within that tenant only; policy refusals are 422; the idempotency key is claimed
 //! atomically so a repeat (even a concurrent one) gets the first request back with a 200.
+//!
+//! A replayed signature is 401. A signed call's request id is derived from its signature,
+//! so an accepted call's replay meets its own request (as its key's owner, as the device's
+//! last request, or as an existing row on insert), and a refused call records the signature
+//! in `IdempotencyKeys`. An accepted request costs 3 table operations: the device read, the
+//! request insert and its audit row (the tenant is read once per 30 s per instance).
 
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -14,7 +20,7 @@ use crate::app::AppState;
 use crate::clients::tables::{Entity, TableError};
 use crate::domain::request::{DEFAULT_COMMENT, IdempotencyKey, Source};
 use crate::domain::signature::{self, SignatureError};
-use crate::domain::{MachineId, TenantId};
+use crate::domain::{MachineId, RequestId, TenantId};
 use crate::error::ApiError;
 use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
 use crate::offboard::{self, Accepted, NewRequest, OffboardJob, Refusal, Selector, Tables};
@@ -50,7 +56,7 @@ pub async fn handle(
         )));
     }
     let signature = verify_signature(state, req, raw).await?;
-    let parsed = parse(
+    let (mut new, selector) = parse(
         req,
         if signature.is_some() {
             Source::Webhook
@@ -58,16 +64,51 @@ pub async fn handle(
             Source::Api
         },
     )?;
-    let (new, selector) = parsed;
     tracing::Span::current().record("tenant.id", new.tenant_id.as_str());
+    // A signed call's request id follows from its signature: the request row is its own
+    // replay guard (see `decide`).
+    new.request_id = signature
+        .as_deref()
+        .map(|s| RequestId::for_signature(&new.tenant_id, s));
 
+    let outcome = decide(state, &new, &selector).await;
+    match (signature.as_deref(), outcome) {
+        // A refusal writes nothing, so nothing else would notice its replay: remember the
+        // signature (one write, on this path only).
+        (Some(sig), Err(e)) if is_refusal(&e) => {
+            remember_signature(state, sig).await?;
+            Err(e)
+        }
+        (_, outcome) => outcome,
+    }
+}
+
+fn is_refusal(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::NotFound { .. } | ApiError::Conflict { .. } | ApiError::Unprocessable { .. }
+    )
+}
+
+fn replayed() -> ApiError {
+    ApiError::Unauthorized("this signature was already used; sign each request anew".into())
+}
+
+/// Resolves, checks and records the request. For a signed call `new.request_id` is derived
+/// from the signature, so a replay finds its own request: as the owner of its idempotency
+/// key, as the device's last request, or as a conflicting row when it is inserted. Each of
+/// those is answered 401.
+async fn decide(
+    state: &AppState,
+    new: &NewRequest,
+    selector: &Selector,
+) -> Result<InvocationResponse, ApiError> {
     let t = Tables::open(state.tables()).await.map_err(storage)?;
-    // The replay guard, the tenant, an earlier owner of the idempotency key and the device
-    // are independent reads (and one insert-if-absent): one round trip instead of four. The
-    // answers are still judged in the documented order below; nothing is written before the
-    // signature is known to be fresh except its own replay row.
-    let (replay, tenant, owner, device) = tokio::join!(
-        remember_signature(state, signature.as_deref()),
+    let replay_of = |id: &RequestId| new.request_id.as_ref() == Some(id);
+    // The tenant, an earlier owner of the idempotency key and the device are independent
+    // reads: one round trip instead of three. Their answers are judged in the documented
+    // order below.
+    let (tenant, owner, device) = tokio::join!(
         check_tenant(state, &new.tenant_id),
         async {
             match &new.idempotency_key {
@@ -75,14 +116,16 @@ pub async fn handle(
                 None => Ok(None),
             }
         },
-        offboard::resolve_device(&t, &new.tenant_id, &selector),
+        offboard::resolve_device(&t, &new.tenant_id, selector),
     );
-    replay?;
     tenant?;
 
     // A repeat with a known key answers before any device check: the device may have
     // changed since (it is being offboarded, after all).
     if let Some(owner) = owner.map_err(storage)? {
+        if replay_of(&owner) {
+            return Err(replayed());
+        }
         let existing = crate::store::requests::get(&t.requests, &new.tenant_id, &owner)
             .await
             .map_err(storage)?;
@@ -97,7 +140,13 @@ pub async fn handle(
         Ok(d) => d,
         Err(refusal) => return Err(refusal_error(refusal)),
     };
-    tracing::Span::current().record("request.id", tracing::field::Empty);
+    if device
+        .str(crate::store::devices::col::LAST_REQUEST)
+        .and_then(|r| RequestId::parse(r).ok())
+        .is_some_and(|last| replay_of(&last))
+    {
+        return Err(replayed());
+    }
     if let Err(refusal) = offboard::check_policy(
         &t,
         &new.tenant_id,
@@ -110,10 +159,11 @@ pub async fn handle(
         return Err(refusal_error(refusal));
     }
 
-    match offboard::accept(&t, &new, &device, state.now())
+    match offboard::accept(&t, new, &device, state.now())
         .await
         .map_err(storage)?
     {
+        Accepted::Repeat { request_id, .. } if replay_of(&request_id) => Err(replayed()),
         Accepted::Repeat {
             request_id,
             existing,
@@ -264,25 +314,21 @@ async fn verify_signature(
     .map_err(|e: SignatureError| ApiError::Unauthorized(e.to_string()))
 }
 
-/// Replay guard: a valid signature is accepted once. The row needs no expiry sweep to be
-/// correct: an old signature fails the 300 s window anyway.
-async fn remember_signature(state: &AppState, sig: Option<&str>) -> Result<(), ApiError> {
-    let Some(sig) = sig else { return Ok(()) };
+/// The replay guard of a refused signed call (an accepted one is guarded by its request
+/// row): a valid signature is answered once. The row needs no expiry sweep to be correct: an
+/// old signature fails the 300 s window anyway.
+async fn remember_signature(state: &AppState, sig: &str) -> Result<(), ApiError> {
     let table = store::open(state.tables(), names::IDEMPOTENCY_KEYS)
         .await
         .map_err(storage)?;
     let row = Entity::new(SIGNATURES_PARTITION, sig).with("SeenAt", state.now());
     match table.insert(&row).await {
-        Ok(_) => Ok(()),
-        Err(TableError::Conflict {
-            after_retry: false, ..
-        }) => Err(ApiError::Unauthorized(
-            "this signature was already used; sign each request anew".into(),
-        )),
-        // Our own first attempt may have landed before a retry: not a replay by the caller.
-        Err(TableError::Conflict {
+        // A conflict after our own retry: our first attempt landed.
+        Ok(_)
+        | Err(TableError::Conflict {
             after_retry: true, ..
         }) => Ok(()),
+        Err(TableError::Conflict { .. }) => Err(replayed()),
         Err(e) => Err(storage(e)),
     }
 }
@@ -371,6 +417,7 @@ fn parse(req: &HttpRequestData, source: Source) -> Result<(NewRequest, Selector)
             comment,
             idempotency_key,
             dry_run,
+            request_id: None,
         },
         selector,
     ))

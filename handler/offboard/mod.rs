@@ -234,6 +234,8 @@ pub struct NewRequest {
     pub comment: String,
     pub idempotency_key: Option<IdempotencyKey>,
     pub dry_run: bool,
+    /// The id to give the request; `None` mints a random one.
+    pub request_id: Option<RequestId>,
 }
 
 /// The outcome of [`accept`].
@@ -261,7 +263,7 @@ pub async fn accept(
 ) -> Result<Accepted, TableError> {
     let machine_id =
         MachineId::parse(device.machine_id()).map_err(|e| TableError::Decode(e.to_string()))?;
-    let mut request_id = RequestId::new_random();
+    let mut request_id = new.request_id.clone().unwrap_or_else(RequestId::new_random);
     if let Some(key) = &new.idempotency_key {
         let owner = requests::claim_key(&t.keys, &new.tenant_id, key, &request_id, now).await?;
         if owner != request_id {
@@ -314,7 +316,11 @@ pub async fn accept(
         updated_at: now,
     };
     match requests::insert(&t.requests, &request).await {
-        Ok(()) => {}
+        // A conflict after the client's own retry: our first attempt landed.
+        Ok(())
+        | Err(TableError::Conflict {
+            after_retry: true, ..
+        }) => {}
         Err(TableError::Conflict { .. }) => {
             let existing = requests::get(&t.requests, &new.tenant_id, &request_id)
                 .await?
