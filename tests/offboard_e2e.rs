@@ -236,6 +236,26 @@ async fn repeats_with_one_idempotency_key_make_one_request_and_one_post() {
     assert_eq!(posts_for(&env, &mid(4)), 1);
     let requests = env.rows("OffboardRequests", T1).await;
     assert_eq!(requests.len(), 2);
+
+    // A key whose first caller claimed it and died (or lost storage) before writing its
+    // request: the repeat must create the request under the claimed id, not answer "seen".
+    let claimed = "0b4c1d2e-3f40-4152-8364-758697a8b9c0";
+    env.tables
+        .table("IdempotencyKeys")
+        .expect("table")
+        .insert(
+            &defender_ops::clients::tables::Entity::new(T1, "CHG0077777")
+                .with("RequestId", claimed)
+                .with("CreatedAt", time::OffsetDateTime::now_utc()),
+        )
+        .await
+        .expect("claim");
+    let body = json!({"tenantId": T1, "machineId": mid(5), "idempotencyKey": "CHG0077777"});
+    let (status, answer) = post_offboard(&env, &body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["requestId"], claimed);
+    env.settle().await;
+    assert_eq!(posts_for(&env, &mid(5)), 1, "the orphaned key's request was submitted");
 }
 
 #[tokio::test]

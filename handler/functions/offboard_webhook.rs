@@ -129,11 +129,12 @@ async fn decide(
         let existing = crate::store::requests::get(&t.requests, &new.tenant_id, &owner)
             .await
             .map_err(storage)?;
-        return Ok(repeat_answer(
-            &new.tenant_id,
-            &owner,
-            existing.map(|v| v.request).as_ref(),
-        ));
+        if let Some(v) = existing {
+            return Ok(repeat_answer(&new.tenant_id, &owner, Some(&v.request)));
+        }
+        // The key's first caller claimed it but never wrote its request (a storage outage or
+        // a crash in between): answering "seen before" would lose the request. Go on; accept
+        // recreates it under the claimed id.
     }
 
     let device = match device.map_err(storage)? {
