@@ -255,7 +255,11 @@ async fn repeats_with_one_idempotency_key_make_one_request_and_one_post() {
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["requestId"], claimed);
     env.settle().await;
-    assert_eq!(posts_for(&env, &mid(5)), 1, "the orphaned key's request was submitted");
+    assert_eq!(
+        posts_for(&env, &mid(5)),
+        1,
+        "the orphaned key's request was submitted"
+    );
 }
 
 #[tokio::test]
@@ -455,7 +459,10 @@ async fn bad_stale_and_replayed_signatures_are_401_and_write_nothing() {
     // Each first call gets its answer, each replay 401 and no new row.
     for (body, first) in [
         (json!({"tenantId": T1, "machineId": mid(2)}), 202),
-        (json!({"tenantId": T1, "machineId": mid(3), "dryRun": true}), 200),
+        (
+            json!({"tenantId": T1, "machineId": mid(3), "dryRun": true}),
+            200,
+        ),
         (json!({"tenantId": T1, "machineId": mid(6)}), 422),
         (json!({"tenantId": T1, "machineId": mid(99)}), 404),
     ] {
@@ -465,14 +472,26 @@ async fn bad_stale_and_replayed_signatures_are_401_and_write_nothing() {
         let requests = env.rows("OffboardRequests", T1).await.len();
         let (status, e) = post_signed(&env, &body, now, HMAC_KEY).await;
         assert_eq!(status, 401, "replay of {body}: {e}");
-        assert_eq!(e["error"]["code"].as_str().map(str::is_empty), Some(false), "{e}");
-        assert_eq!(env.rows("OffboardRequests", T1).await.len(), requests, "{body}");
+        assert_eq!(
+            e["error"]["code"].as_str().map(str::is_empty),
+            Some(false),
+            "{e}"
+        );
+        assert_eq!(
+            env.rows("OffboardRequests", T1).await.len(),
+            requests,
+            "{body}"
+        );
         // The same call signed anew is not a replay.
         let (status, again) = post_signed(&env, &body, now + 1, HMAC_KEY).await;
         assert_ne!(status, 401, "{body} signed anew: {again}");
     }
     env.settle().await;
-    assert_eq!(posts_for(&env, &mid(2)), 1, "one POST for the replayed request");
+    assert_eq!(
+        posts_for(&env, &mid(2)),
+        1,
+        "one POST for the replayed request"
+    );
     assert!(
         !env.host.handler_log_text().contains(HMAC_KEY),
         "the key is never logged"
