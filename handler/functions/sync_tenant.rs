@@ -290,6 +290,11 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Whether a write to `row_key` is waiting in the next batch (not sent yet).
+    fn is_pending(&self, row_key: &str) -> bool {
+        self.pending_rows.contains_key(row_key)
+    }
+
     async fn flush_pending(&mut self) -> Result<(), TableError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -529,28 +534,41 @@ async fn sync(
     drop(new_ids);
     let primaries: HashMap<CompactMachineId, CompactMachineId> = duplicates::resolve(&live_keys);
     report.duplicates = primaries.len() as u64;
+    // Rows still pending in the writer (not sent yet) take their mark by folding it into the
+    // pending write; every other write of this pass goes after them. Once a pending batch is
+    // sent, no later write may touch its rows: two batches in flight on one row land in any
+    // order, and a content write (DuplicateOf "") landing last would erase the mark.
+    let mark = |dup: Option<CompactMachineId>| {
+        dup.map(|p| p.to_machine_id().as_str().to_owned())
+            .unwrap_or_default()
+    };
+    let mut later: Vec<(usize, Option<CompactMachineId>)> = Vec::new();
     for (i, (key, stored_dup)) in live_keys.iter().zip(&live_dups).enumerate() {
         let now_dup = primaries.get(&key.machine_id).copied();
-        if let Some(row) = held.remove(&i) {
-            writer
-                .push(
-                    row.entity(tenant_id, now).with(
-                        col::DUPLICATE_OF,
-                        now_dup
-                            .map(|p| p.to_machine_id().as_str().to_owned())
-                            .unwrap_or_default(),
-                    ),
-                )
-                .await?;
-        } else if now_dup != *stored_dup {
-            let e = Entity::new(tenant_id.as_str(), key.machine_id.to_machine_id().as_str()).with(
-                col::DUPLICATE_OF,
-                now_dup
-                    .map(|p| p.to_machine_id().as_str().to_owned())
-                    .unwrap_or_default(),
-            );
-            writer.push(e).await?;
+        let is_held = held.contains_key(&i);
+        if !is_held && now_dup == *stored_dup {
+            continue;
         }
+        let machine_id = key.machine_id.to_machine_id();
+        if !is_held && writer.is_pending(machine_id.as_str()) {
+            let e = Entity::new(tenant_id.as_str(), machine_id.as_str())
+                .with(col::DUPLICATE_OF, mark(now_dup));
+            writer.push(e).await?;
+        } else {
+            later.push((i, now_dup));
+        }
+    }
+    for (i, now_dup) in later {
+        let e = match held.remove(&i) {
+            Some(row) => row.entity(tenant_id, now),
+            None => Entity::new(
+                tenant_id.as_str(),
+                live_keys[i].machine_id.to_machine_id().as_str(),
+            ),
+        };
+        writer
+            .push(e.with(col::DUPLICATE_OF, mark(now_dup)))
+            .await?;
     }
     report.table_writes = writer.finish().await?;
     tracing::debug!(
