@@ -282,11 +282,9 @@ fn parse_positive(v: &str, max: u32) -> Result<u32, String> {
 
 fn parse_email(v: &str) -> Result<String, String> {
     let v = v.trim();
-    let mut parts = v.splitn(2, '@');
-    let local = parts.next().unwrap_or_default();
-    let domain = parts.next().unwrap_or_default();
-    if local.is_empty() || !domain.contains('.') || v.chars().any(|c| c.is_whitespace() || c == ',')
-    {
+    let domain = v.rsplit_once('@').map_or("", |(_, d)| d);
+    // The rule the mail sender applies too, so a setting it would refuse fails at start-up.
+    if !crate::domain::mail::is_mail_address(v) || !domain.contains('.') {
         return Err(format!("'{v}' is not an email address"));
     }
     Ok(v.to_owned())

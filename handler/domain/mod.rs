@@ -4,6 +4,7 @@ pub mod channel;
 pub mod device;
 pub mod duplicates;
 pub mod ids;
+pub mod mail;
 pub mod notification;
 pub mod request;
 pub mod signature;
