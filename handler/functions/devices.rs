@@ -50,10 +50,7 @@ pub async fn handle(
         .map_err(storage)?
         .is_none()
     {
-        return Err(ApiError::not_found(
-            "TenantNotFound",
-            format!("tenant {tenant} is not registered"),
-        ));
+        return Err(super::tenants::unknown(&tenant));
     }
     let table = store::open(state.tables(), names::DEVICES)
         .await

@@ -213,10 +213,7 @@ async fn check_tenant(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
         .await
         .map_err(storage)?;
     match tenants::get(&table, id).await.map_err(storage)? {
-        None => Err(ApiError::not_found(
-            "TenantNotFound",
-            format!("tenant {id} is not registered"),
-        )),
+        None => Err(super::tenants::unknown(id)),
         Some(t) if !t.tenant.enabled => Err(ApiError::unprocessable(
             "TenantDisabled",
             format!("tenant {id} is disabled"),

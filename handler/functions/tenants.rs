@@ -80,7 +80,8 @@ pub async fn handle(
     }
 }
 
-fn unknown(id: &TenantId) -> ApiError {
+/// 404 for a tenant that is not registered (every function that takes a tenant id).
+pub(crate) fn unknown(id: &TenantId) -> ApiError {
     ApiError::not_found("TenantNotFound", format!("tenant {id} is not registered"))
 }
 
