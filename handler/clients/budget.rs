@@ -21,8 +21,9 @@
 //! reserved within `W + lease`; the ring therefore spans `ceil((W + lease) / bucket) + 1`
 //! buckets and a block is granted only if the whole ring stays within the limit. The price:
 //! sustained throughput is about `W / span` of the limit (about 97 of 100 per minute with the
-//! defaults: 1 s buckets and leases, a 62-bucket ring), plus whatever expires unused. Clock skew between instances weakens the bound by
-//! the skew; 429s are still honoured by the clients.
+//! defaults: 1 s buckets and leases, a 62-bucket ring), plus whatever expires unused. Clock
+//! skew between instances weakens the bound by the skew; 429s are still honoured by the
+//! clients.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -33,8 +33,8 @@ use crate::store::{self, names};
 /// Batches written at once; Azurite and the Table service both serialise per partition, so
 /// a few in flight hide latency without queueing behind each other.
 const BATCHES_IN_FLIGHT: usize = 4;
-/// Rows held back for the duplicate pass at most (their content, well under 1 KB each); beyond, candidates are
-/// written at once and their mark, if any, is written later as a second write.
+/// Rows held back for the duplicate pass at most (their content, well under 1 KB each);
+/// beyond, candidates are written at once and their mark, if any, later as a second write.
 const MAX_HELD_ROWS: usize = 20_000;
 
 /// The counts of one run, written to `Audit`.
@@ -532,6 +532,7 @@ async fn sync(
     );
     drop(index);
     drop(new_ids);
+    drop(seen_keys);
     let primaries: HashMap<CompactMachineId, CompactMachineId> = duplicates::resolve(&live_keys);
     report.duplicates = primaries.len() as u64;
     // Rows still pending in the writer (not sent yet) take their mark by folding it into the
