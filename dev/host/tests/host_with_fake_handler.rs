@@ -373,6 +373,13 @@ async fn a_function_timeout_restarts_the_handler_on_the_same_port() {
 async fn a_killed_handler_is_restarted_and_serves_again() {
     let app = write_app();
     let host = start(&app, None).await;
+    let before = client()
+        .get(format!("{}/api/echo/x", host.base_url()))
+        .header("x-functions-key", host.function_key())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(before.status(), 200);
     host.kill_handler();
     tokio::time::timeout(Duration::from_secs(10), async {
         while host.handler_starts() < 2 {
@@ -395,7 +402,11 @@ async fn a_killed_handler_is_restarted_and_serves_again() {
         .iter()
         .map(|r| r["pid"].as_u64().unwrap())
         .collect();
-    assert_eq!(pids.len(), 1);
+    assert_eq!(
+        pids.len(),
+        2,
+        "the echo after the kill came from a new process"
+    );
 }
 
 #[tokio::test]
