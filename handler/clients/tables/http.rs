@@ -163,10 +163,25 @@ impl Pipeline {
         };
         let policy = if req.retry { &self.retry } else { &once };
         let attempts = AtomicU32::new(0);
+        // Attempts that may have been applied: sent without an answer, or answered with a
+        // server error or timeout. A 429 or a refused connection certainly changed nothing.
+        let maybe_applied = AtomicU32::new(0);
         let started = Instant::now();
         let response = send_with_retry(policy, true, || {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            self.attempt(req, &url)
+            let (attempts, maybe_applied, url) = (&attempts, &maybe_applied, &url);
+            async move {
+                attempts.fetch_add(1, Ordering::Relaxed);
+                let outcome = self.attempt(req, url).await;
+                let uncertain = match &outcome {
+                    Ok(Ok(response)) => is_uncertain(response.status()),
+                    Ok(Err(error)) => !error.is_connect(),
+                    Err(_) => false,
+                };
+                if uncertain {
+                    maybe_applied.fetch_add(1, Ordering::Relaxed);
+                }
+                outcome
+            }
         })
         .await
         .map_err(|e| match e {
@@ -188,7 +203,8 @@ impl Pipeline {
             status,
             headers,
             body,
-            retried: attempts > 1,
+            // The final answer's own uncertainty is the caller's to read from its status.
+            retried: maybe_applied.into_inner() > u32::from(is_uncertain(status)),
         })
     }
 
@@ -280,6 +296,11 @@ pub(crate) fn sign(mac: &Hmac<Sha256>, to_sign: &str) -> String {
     let mut mac = mac.clone();
     mac.update(to_sign.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// A status after which the request may or may not have been applied.
+fn is_uncertain(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
 }
 
 #[cfg(test)]

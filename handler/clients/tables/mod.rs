@@ -646,6 +646,94 @@ mod tests {
         (url, head)
     }
 
+    /// Answers one request per status in `statuses`, in order, on one keep-alive connection.
+    async fn scripted_server(statuses: &'static [u16]) -> Url {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url =
+            Url::parse(&format!("http://{}/", listener.local_addr().expect("addr"))).expect("url");
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            for status in statuses {
+                let mut request = Vec::new();
+                let mut buf = [0_u8; 4096];
+                // Head, then the body its Content-Length announces.
+                loop {
+                    let n = socket.read(&mut buf).await.expect("read");
+                    request.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if request.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let body = r#"{"odata.error":{"code":"EntityAlreadyExists","message":{"value":"exists"}}}"#;
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nRetry-After: 0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(answer.as_bytes()).await.expect("write");
+            }
+        });
+        url
+    }
+
+    async fn insert_after(statuses: &'static [u16]) -> TableError {
+        let service = TableService::with_credential(
+            &scripted_server(statuses).await,
+            Arc::new(Fixed(Some("tok"))),
+            TableOptions {
+                retry: crate::clients::http::RetryPolicy {
+                    max_retries: 3,
+                    initial_delay: Duration::from_millis(1),
+                    max_delay: Duration::from_millis(1),
+                    max_retry_after: Duration::from_secs(1),
+                },
+                ..TableOptions::default()
+            },
+        )
+        .expect("service");
+        service
+            .table("Things")
+            .expect("table")
+            .insert(&Entity::new("p", "r"))
+            .await
+            .expect_err("a conflict")
+    }
+
+    #[tokio::test]
+    async fn a_conflict_says_after_retry_only_when_an_earlier_attempt_may_have_landed() {
+        // A 429 changed nothing: the conflict is someone else's row.
+        assert!(
+            matches!(
+                insert_after(&[429, 409]).await,
+                TableError::Conflict {
+                    after_retry: false,
+                    ..
+                }
+            ),
+            "after a 429"
+        );
+        // A 503 may have been applied before the answer was lost or refused.
+        assert!(
+            matches!(
+                insert_after(&[503, 409]).await,
+                TableError::Conflict {
+                    after_retry: true,
+                    ..
+                }
+            ),
+            "after a 503"
+        );
+    }
+
     #[tokio::test]
     async fn bearer_mode_sends_the_credentials_token_for_the_storage_scope() {
         let (url, head) = one_shot_server().await;
