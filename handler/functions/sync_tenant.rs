@@ -384,9 +384,10 @@ async fn sync(
         "stored index read"
     );
     let first_sync = index.is_empty();
-    // Devices new in this run, so a machine listed twice (paging under concurrent change)
-    // isn't written twice in one batch.
-    let mut new_ids: HashSet<CompactMachineId> = HashSet::new();
+    // Every device listed in this run, so a machine listed twice (paging under concurrent
+    // change) is handled once: a stored device seen again must not pass for a new one (its
+    // row would be rewritten with the defaults, clearing an operator's Offboard flag).
+    let mut listed: HashSet<CompactMachineId> = HashSet::new();
     // For every live device: its duplicate key, and its DuplicateOf as stored (side by side,
     // so duplicate resolution reads the keys without a copy).
     let mut live_keys: Vec<DupKey> = Vec::new();
@@ -430,12 +431,11 @@ async fn sync(
                     stale_days,
                 );
                 let compact = CompactMachineId::from(&content.machine_id);
+                if !listed.insert(compact) {
+                    continue;
+                }
                 let stored = index.remove(&compact);
-                let stored_dup = match &stored {
-                    Some(s) => s.duplicate_of,
-                    None if new_ids.contains(&compact) => continue,
-                    None => None,
-                };
+                let stored_dup = stored.as_ref().and_then(|s| s.duplicate_of);
                 report.seen += 1;
                 if stale {
                     report.stale += 1;
@@ -455,7 +455,6 @@ async fn sync(
                 let write = match stored {
                     None => {
                         report.inserted += 1;
-                        new_ids.insert(compact);
                         onboarded_count += 1;
                         if onboarded.len() < MAX_DEVICES_PER_NOTE {
                             onboarded.push(device_ref(&content));
@@ -531,7 +530,7 @@ async fn sync(
         "content written"
     );
     drop(index);
-    drop(new_ids);
+    drop(listed);
     drop(seen_keys);
     let primaries: HashMap<CompactMachineId, CompactMachineId> = duplicates::resolve(&live_keys);
     report.duplicates = primaries.len() as u64;
