@@ -336,14 +336,17 @@ async fn known_secret_values_never_reach_a_log_line_or_a_stored_row() {
         assert!(!logs.contains(s), "a secret reached the handler's log");
     }
     for name in names::ALL {
-        let Ok(rows) = env
+        let rows = match env
             .tables
             .table(name)
             .expect("table")
             .query_all(None, None)
             .await
-        else {
-            continue;
+        {
+            Ok(rows) => rows,
+            // A table the run never created holds no secret.
+            Err(defender_ops::clients::tables::TableError::NotFound { .. }) => continue,
+            Err(e) => panic!("{name}: {e}"),
         };
         for r in rows {
             for (col, v) in &r.props {

@@ -162,7 +162,7 @@ async fn single_calls_spaced_beyond_the_lease_each_use_one_call_of_the_budget() 
 }
 
 #[tokio::test]
-async fn queued_callers_share_one_reservation() {
+async fn a_burst_of_queued_callers_gets_the_whole_limit_and_no_more() {
     // A burst reserves up to `block` calls in one table write, and never more than the
     // limit: 6 concurrent callers with blocks of 3 get their calls without waiting.
     let tables = tables().await;

@@ -253,25 +253,24 @@ async fn scenario_storage_outage_mid_sync() -> Outcome {
     env.sim.generate_machines(T1, 3_000, 11);
     let started = Instant::now();
     let relays = env.storage_relays.as_ref().expect("relays");
+    let machine_reads = || {
+        env.sim
+            .requests()
+            .iter()
+            .filter(|r| r.family == Some(RouteFamily::Machines))
+            .count()
+    };
+    // Counted before the timer fires, so a page read right away still counts.
+    let seen = machine_reads();
     let run = env.host.fire_timer("SyncScheduler").await.expect("timer");
     assert!(run.succeeded());
     // Cut storage once the sync is reading Defender's pages.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let seen = env
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.family == Some(RouteFamily::Machines))
-        .count();
-    while env
-        .sim
-        .requests()
-        .iter()
-        .filter(|r| r.family == Some(RouteFamily::Machines))
-        .count()
-        == seen
-        && Instant::now() < deadline
-    {
+    while machine_reads() == seen {
+        assert!(
+            Instant::now() < deadline,
+            "the sync never read a page of machines"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     relays.0.cut();

@@ -492,6 +492,13 @@ async fn a_throttled_teams_post_waits_out_retry_after_in_place() {
     let n = &every_kind(T1)[0];
     enqueue(&env, n).await;
     env.settle().await;
+    let throttled = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.family == Some(RouteFamily::Teams) && r.status == 429)
+        .count();
+    assert_eq!(throttled, 1, "the throttle was served");
     assert_eq!(env.sim.teams_posts().len(), 1);
     let row = outbox_row(&env, n).await;
     assert_eq!(

@@ -394,12 +394,9 @@ async fn device_resolution_and_policy_refusals_answer_404_409_422() {
     .await;
     assert_eq!(status, 200, "{ok}");
     assert_eq!(ok["machineId"], mid(2));
-    assert!(
-        env.rows("OffboardRequests", T1)
-            .await
-            .iter()
-            .all(|r| r.get_str("Status") == Some("DryRun"))
-    );
+    let requests = env.rows("OffboardRequests", T1).await;
+    assert_eq!(requests.len(), 1, "the dry run is recorded");
+    assert_eq!(requests[0].get_str("Status"), Some("DryRun"));
     assert!(env.sim.offboard_posts().is_empty());
 }
 
@@ -414,12 +411,18 @@ async fn a_dry_run_is_recorded_and_never_calls_defender() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["status"], "DryRun");
     assert!(r["message"].as_str().is_some_and(|m| m.contains("would")));
+    let before = env.row("Devices", T1, &mid(1)).await.expect("device");
     env.settle().await;
     assert!(env.sim.offboard_posts().is_empty());
+    let id = r["requestId"].as_str().expect("request id");
+    let recorded = env
+        .row("OffboardRequests", T1, id)
+        .await
+        .expect("the dry run is recorded");
+    assert_eq!(recorded.get_str("Status"), Some("DryRun"));
     let device = env.row("Devices", T1, &mid(1)).await.expect("device");
-    assert_ne!(
-        device.get_str("Result"),
-        Some("DryRun"),
+    assert_eq!(
+        device.etag, before.etag,
         "a dry run leaves the device alone"
     );
     // And a real request for it is still possible.

@@ -462,13 +462,7 @@ async fn a_disabled_tenant_is_not_synced_and_a_wrong_secret_fails_alone() {
         !detail.contains("rotated-but-wrong"),
         "never the secret: {detail}"
     );
-    assert!(
-        env.host
-            .poison_messages("device-sync")
-            .await
-            .unwrap_or_default()
-            .is_empty()
-    );
+    assert!(env.poison("device-sync").await.is_empty());
 }
 
 #[tokio::test]
@@ -517,13 +511,7 @@ async fn the_same_sync_job_delivered_twice_at_once_is_harmless() {
         Some(true),
         "the operator column survived both runs"
     );
-    assert!(
-        env.host
-            .poison_messages("device-sync")
-            .await
-            .unwrap_or_default()
-            .is_empty()
-    );
+    assert!(env.poison("device-sync").await.is_empty());
 }
 
 #[tokio::test]

@@ -208,7 +208,15 @@ impl Env {
             .unwrap()
             .get(pk, rk)
             .await
-            .unwrap_or(None)
+            .unwrap_or_else(|e| panic!("read {table}/{pk}/{rk}: {e}"))
+    }
+
+    /// The messages waiting in `<queue>-poison` (none when the queue doesn't exist).
+    pub async fn poison(&self, queue: &str) -> Vec<String> {
+        self.host
+            .poison_messages(queue)
+            .await
+            .expect("poison queue")
     }
 }
 
