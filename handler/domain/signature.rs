@@ -26,9 +26,7 @@ pub enum SignatureError {
 /// Signs `body` at `timestamp`: the value of `X-Signature`.
 #[must_use]
 pub fn sign(key: &[u8], timestamp: i64, body: &[u8]) -> String {
-    let mut mac = mac(key, timestamp, body);
-    let _ = &mut mac;
-    let bytes = mac.finalize().into_bytes();
+    let bytes = mac(key, timestamp, body).finalize().into_bytes();
     format!("sha256={}", hex(&bytes))
 }
 

@@ -67,7 +67,7 @@ pub async fn handle(
                 &row.to_json(),
             )))
         }
-        ("PATCH", Some(m)) => patch(state, &table, &tenant, &m, req).await,
+        ("PATCH", Some(m)) => patch(&table, &tenant, &m, req).await,
         ("PATCH", None) => Err(ApiError::bad_request(
             "MissingMachineId",
             "PATCH needs a device: /api/devices/{tenantId}/{machineId}",
@@ -203,7 +203,6 @@ async fn list(
 }
 
 async fn patch(
-    state: &AppState,
     table: &TableClient,
     tenant: &TenantId,
     machine: &MachineId,
@@ -240,7 +239,6 @@ async fn patch(
         {
             Ok(_) => {
                 tracing::info!(device.id = %machine, offboard, "offboard flag set");
-                let _ = state;
                 let row = devices::get(table, tenant, machine)
                     .await
                     .map_err(storage)?

@@ -8,13 +8,14 @@
 //! A replayed signature is 401. A signed call's request id is derived from its signature,
 //! so an accepted call's replay meets its own request (as its key's owner, as the device's
 //! last request, or as an existing row on insert), and a refused call records the signature
-//! in `IdempotencyKeys`. An accepted request costs 3 table operations: the device read, the
-//! request insert and its audit row (the tenant is read once per 30 s per instance).
+//! in `IdempotencyKeys`. An accepted dry run costs 3 table operations: the device read, the
+//! request insert and its audit row (the tenant is read once per 30 s per instance); a real
+//! request also writes the device's `Result`.
 
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::body::{JsonBody, truncate};
+use super::body::JsonBody;
 use super::tenants::storage;
 use crate::app::AppState;
 use crate::clients::tables::{Entity, TableError};
@@ -406,7 +407,6 @@ fn parse(req: &HttpRequestData, source: Source) -> Result<(NewRequest, Selector)
         None => None,
     };
     let dry_run = body.opt_bool("dryRun")?.unwrap_or(false);
-    let _ = truncate;
     Ok((
         NewRequest {
             tenant_id,

@@ -8,7 +8,6 @@ use url::Url;
 
 use super::body::{JsonBody, truncate};
 use super::jobs::SyncJob;
-use super::queues;
 use crate::app::AppState;
 use crate::clients::credentials::{AuthMode, TenantAuth};
 use crate::clients::keyvault::KeyVaultError;
@@ -207,7 +206,6 @@ async fn put(
     if queue_sync {
         let job = SyncJob::new(&id, "registered", now);
         answer = answer.with_queue("jobs", vec![job.to_message()]);
-        let _ = queues::DEVICE_SYNC;
     }
     Ok(answer)
 }
