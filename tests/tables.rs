@@ -646,3 +646,64 @@ async fn domain_rows_map_through_table_entity() {
         Err(TableError::Decode(_))
     ));
 }
+
+#[tokio::test]
+async fn grouped_writes_of_many_callers_each_get_their_own_answer() {
+    let table = new_table("Grouped").await;
+    table
+        .insert(&Entity::new("p", "r7").with("Original", true))
+        .await
+        .expect("seed");
+    // 60 concurrent inserts to one partition: r7 exists, r3 is asked for twice, and a
+    // second partition runs beside them. Whatever batches form, each caller learns the
+    // truth about its own row.
+    let calls = (0..60).map(|i| {
+        let table = table.clone();
+        let (partition, row) = match i {
+            59 => ("p", "r3".to_owned()),
+            50..=58 => ("q", format!("r{i}")),
+            _ => ("p", format!("r{i}")),
+        };
+        async move {
+            let result = table
+                .insert_grouped(Entity::new(partition, row.clone()).with("Caller", i))
+                .await;
+            (partition, row, result)
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut r3_answers = Vec::new();
+    for (partition, row, result) in &results {
+        match (partition, row.as_str()) {
+            (&"p", "r7") => assert!(
+                matches!(
+                    result,
+                    Err(TableError::Conflict {
+                        after_retry: false,
+                        ..
+                    })
+                ),
+                "{result:?}"
+            ),
+            (&"p", "r3") => r3_answers.push(result.is_ok()),
+            _ => assert!(result.is_ok(), "{partition}/{row}: {result:?}"),
+        }
+    }
+    r3_answers.sort_unstable();
+    assert_eq!(r3_answers, [false, true], "one of the two r3 inserts wins");
+    assert_eq!(
+        count(&table, Some(&filter::eq("PartitionKey", "p"))).await,
+        50
+    );
+    assert_eq!(
+        count(&table, Some(&filter::eq("PartitionKey", "q"))).await,
+        9
+    );
+    let r7 = table.get("p", "r7").await.expect("read").expect("r7");
+    assert_eq!(
+        r7.get_bool("Original"),
+        Some(true),
+        "the existing row untouched"
+    );
+    assert!(r7.get("Caller").is_none());
+}

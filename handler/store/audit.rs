@@ -73,7 +73,8 @@ impl AuditEntry {
     }
 }
 
-/// Appends (or idempotently rewrites) an event.
+/// Appends (or idempotently rewrites) an event. Concurrent events of one tenant share a
+/// batch (group commit).
 ///
 /// # Errors
 /// Any storage failure.
@@ -84,7 +85,7 @@ pub async fn append(
     unique: &str,
 ) -> Result<(), TableError> {
     table
-        .upsert_replace(&entry.to_entity(tenant, unique))
+        .upsert_replace_grouped(entry.to_entity(tenant, unique))
         .await
         .map(drop)
 }

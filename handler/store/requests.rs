@@ -120,12 +120,12 @@ pub async fn get(
     }
 }
 
-/// Creates a request.
+/// Creates a request. Concurrent requests of one tenant share a batch (group commit).
 ///
 /// # Errors
 /// [`TableError::Conflict`] when the id exists.
 pub async fn insert(table: &TableClient, r: &OffboardRequest) -> Result<(), TableError> {
-    table.insert(&r.to_entity()).await.map(drop)
+    table.insert_grouped(r.to_entity()).await.map(drop)
 }
 
 /// Replaces a request if it still has `etag`; returns the new ETag.

@@ -8,6 +8,7 @@ mod conn;
 mod continuation;
 mod error;
 pub mod filter;
+mod group;
 mod http;
 mod keys;
 mod value;
@@ -123,6 +124,8 @@ struct Inner {
     prefix: String,
     /// Tables created (or found) by this process: `create_if_not_exists` costs one call each.
     created: Mutex<HashSet<String>>,
+    /// Writes waiting to share a batch (see `group`).
+    lanes: group::Lanes,
 }
 
 impl TableService {
@@ -213,6 +216,7 @@ impl TableService {
                 },
                 prefix: options.table_prefix,
                 created: Mutex::new(HashSet::new()),
+                lanes: group::Lanes::default(),
             }),
         })
     }
@@ -350,6 +354,24 @@ impl TableClient {
         req.prefer_no_content = true;
         req.body = Some((Bytes::from(encode_entity(entity)?), JSON));
         self.write_reply(&req).await
+    }
+
+    /// [`Self::insert`], sent in one entity-group transaction with the writes of the same
+    /// partition that queue up while an earlier one is in flight (group commit, see
+    /// `group.rs`). Same answers as `insert`, one per caller.
+    ///
+    /// # Errors
+    /// As [`Self::insert`].
+    pub async fn insert_grouped(&self, entity: Entity) -> Result<ETag, TableError> {
+        group::submit(self, group::GroupWrite::Insert(entity)).await
+    }
+
+    /// [`Self::upsert_replace`] with group commit (see [`Self::insert_grouped`]).
+    ///
+    /// # Errors
+    /// As [`Self::upsert_replace`].
+    pub async fn upsert_replace_grouped(&self, entity: Entity) -> Result<ETag, TableError> {
+        group::submit(self, group::GroupWrite::UpsertReplace(entity)).await
     }
 
     /// Inserts, or merges into the existing entity (other properties kept).

@@ -4,7 +4,7 @@
 //! Prints one markdown section on stdout; progress goes to stderr.
 //!
 //! ```text
-//! bench-webhook [--step-secs S] [--devices N] [--handler PATH]
+//! bench-webhook [--step-secs S] [--devices N] [--handler PATH] [--dry-levels 1,4,..] [--real-levels 8,..]
 //! ```
 //!
 //! Loopback only, bounded: each step runs `S` seconds (default 7) with a fixed number of
@@ -51,6 +51,17 @@ struct Args {
     step: Duration,
     devices: usize,
     handler: PathBuf,
+    dry_levels: Vec<usize>,
+    real_levels: Vec<usize>,
+}
+
+/// `4,16,16` → [4, 16, 16]; an empty list skips those steps.
+fn levels(arg: Option<String>) -> anyhow::Result<Vec<usize>> {
+    let arg = arg.context("a comma-separated list of caller counts")?;
+    arg.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| Ok(s.trim().parse::<usize>()?))
+        .collect()
 }
 
 fn workspace() -> PathBuf {
@@ -62,6 +73,8 @@ fn parse_args() -> anyhow::Result<Args> {
         step: Duration::from_secs(7),
         devices: 20_000,
         handler: workspace().join("target/release/handler"),
+        dry_levels: DRY_LEVELS.to_vec(),
+        real_levels: REAL_LEVELS.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -71,6 +84,9 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--devices" => a.devices = it.next().context("--devices N")?.parse()?,
             "--handler" => a.handler = it.next().context("--handler PATH")?.into(),
+            // For A/B runs of one change: e.g. `--dry-levels 16,16,16 --real-levels ''`.
+            "--dry-levels" => a.dry_levels = levels(it.next())?,
+            "--real-levels" => a.real_levels = levels(it.next())?,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -227,7 +243,10 @@ struct Step {
     cpu_us_per_req: f64,
     rss_start_mib: f64,
     rss_end_mib: f64,
+    /// HTTP requests to the table endpoint (a `$batch` is one).
     table_requests: u64,
+    /// Entity operations: single-entity requests plus each operation inside a `$batch`.
+    table_ops: u64,
     traffic: String,
 }
 
@@ -352,6 +371,7 @@ async fn run_step(
         rss_start_mib: rss0 as f64 / 1024.0,
         rss_end_mib: rss1 as f64 / 1024.0,
         table_requests: traffic.total(),
+        table_ops: traffic.total() - traffic.get("POST batch") + traffic.batch_ops,
         traffic: traffic.describe(),
     })
 }
@@ -442,7 +462,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("  {ops_rate:.0} ops/s");
 
     let mut steps = Vec::new();
-    for &c in DRY_LEVELS {
+    for &c in &args.dry_levels {
         let s = run_step(&rig, &dry, "dryRun", c, true, args.step, tck).await?;
         eprintln!(
             "  dryRun c={c}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {:.0} µs CPU/req, {} errors {:?}; table {}",
@@ -457,7 +477,7 @@ async fn main() -> anyhow::Result<()> {
         steps.push(s);
     }
     let queue_before = rig.host.stats("OffboardWorker");
-    for &c in REAL_LEVELS {
+    for &c in &args.real_levels {
         let s = run_step(&rig, &real, "real", c, false, args.step, tck).await?;
         eprintln!(
             "  real c={c}: {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms, {:.0} µs CPU/req, {} errors {:?}; table {}",
@@ -490,7 +510,12 @@ async fn main() -> anyhow::Result<()> {
          `real` steps name machines never asked for before; each accepted request queues an `offboard` job whose \
          worker (rate-budgeted to 100 Defender calls a minute) competes for Azurite and the CPU: {} worker invocations \
          ran during them. Handler CPU is utime+stime of its process from `/proc/<pid>/stat` (clock tick {} ms) divided \
-         by accepted requests; table operations are counted at a proxy in front of Azurite's table port.\n",
+         by accepted requests; table traffic is counted at a proxy in front of Azurite's table port. \
+         *Table ops* are entity operations (reads, single writes, and each write inside a `$batch`); \
+         *round trips* are HTTP requests (a `$batch` is one): concurrent requests of a tenant share one \
+         batch for their request rows and one for their audit rows (group commit), so round trips per request fall \
+         with load while table ops stay 3 per dry run. The Azurite bound divides its single-operation rate by table \
+         ops, the work Azurite would do one operation at a time.\n",
         args.step.as_secs_f64(),
         args.devices,
         worker.invocations - queue_before.invocations,
@@ -502,17 +527,22 @@ async fn main() -> anyhow::Result<()> {
          their mean, **{ops_rate:.0} ops/s**, is the bound used below.\n"
     );
     println!(
-        "| Mode | Callers | Accepted req/s | p50 | p99 | Handler CPU/req | RSS start → end | Errors | Table ops/req | Accepted ÷ Azurite bound |"
+        "| Mode | Callers | Accepted req/s | p50 | p99 | Handler CPU/req | RSS start → end | Errors | Table ops/req | Round trips/req | Accepted ÷ Azurite bound |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|---|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|");
     let mut best: Option<(f64, f64, f64, String)> = None;
     for s in &steps {
         let rps = s.accepted as f64 / s.secs;
-        let per = if s.accepted > 0 {
-            s.table_requests as f64 / s.accepted as f64
-        } else {
-            f64::NAN
-        };
+        if s.accepted == 0 {
+            // No machine left to ask for (a small --devices): nothing to divide by.
+            println!(
+                "| {} | {} | 0 | — | — | — | — | {} | — | — | — |",
+                s.label, s.concurrency, s.errors
+            );
+            continue;
+        }
+        let per = s.table_ops as f64 / s.accepted as f64;
+        let trips = s.table_requests as f64 / s.accepted as f64;
         let bound = ops_rate / per;
         let ratio = rps / bound;
         let errors = if s.errors == 0 {
@@ -532,7 +562,7 @@ async fn main() -> anyhow::Result<()> {
             )
         };
         println!(
-            "| {} | {} | {rps:.0} | {:.1} ms | {:.1} ms | {:.0} µs | {:.1} → {:.1} MiB | {errors} | {per:.2} | {:.0}% |",
+            "| {} | {} | {rps:.0} | {:.1} ms | {:.1} ms | {:.0} µs | {:.1} → {:.1} MiB | {errors} | {per:.2} | {trips:.2} | {:.0}% |",
             s.label,
             s.concurrency,
             s.p50_ms,
@@ -552,7 +582,7 @@ async fn main() -> anyhow::Result<()> {
         println!("| Target | Measured | Result |");
         println!("|---|---|---|");
         println!(
-            "| accepted/s ÷ (Azurite ops/s ÷ ops per request) ≥ 80% | {:.0}% at the best dryRun step ({rps:.0} req/s) | {} |",
+            "| accepted/s ÷ (Azurite ops/s ÷ table ops per request) ≥ 80% | {:.0}% at the best dryRun step ({rps:.0} req/s) | {} |",
             ratio * 100.0,
             pf(*ratio >= 0.8)
         );
