@@ -10,7 +10,9 @@
 //! last request, or as an existing row on insert), and a refused call records the signature
 //! in `IdempotencyKeys`. An accepted dry run costs 3 table operations: the device read, the
 //! request insert and its audit row (the tenant is read once per 30 s per instance); a real
-//! request also writes the device's `Result`.
+//! request also writes the device's `Result`. Under load the request rows and the audit rows
+//! of a tenant's concurrent requests share batches (group commit, `clients::tables::group`),
+//! so a request costs fewer round trips than operations.
 
 use secrecy::ExposeSecret;
 use serde_json::json;
