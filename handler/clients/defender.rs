@@ -636,7 +636,7 @@ impl DefenderClient {
                     tracing::info!(tenant.id = %self.tenant.tenant_id(), "Defender reports no machines");
                     return Ok(None);
                 }
-                let page: ODataPage<T> = self.decode(answer)?;
+                let page: ODataPage<T> = self.decode_page(answer).await?;
                 let count = page.value.len() as u64;
                 let seen = seen + count;
                 let next = match page.next_link {
@@ -827,6 +827,28 @@ impl DefenderClient {
         serde_json::from_slice(&answer.body).map_err(|error| DefenderError::Protocol {
             message: format!("undecodable body ({}): {error}", answer.status.as_u16()),
         })
+    }
+
+    /// [`Self::decode`] for a page of machines. A full page is about 10 MiB of JSON and takes
+    /// tens of milliseconds to decode: on the blocking pool, so that the runtime's worker (one
+    /// by default, see main.rs) keeps serving the instance's other invocations meanwhile.
+    async fn decode_page<T>(&self, answer: Answer) -> Result<ODataPage<T>, DefenderError>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        const LARGE: usize = 256 * 1024;
+        if !answer.status.is_success() || answer.body.len() < LARGE {
+            return self.decode(answer);
+        }
+        let (status, body) = (answer.status, answer.body);
+        tokio::task::spawn_blocking(move || serde_json::from_slice::<ODataPage<T>>(&body))
+            .await
+            .map_err(|e| DefenderError::Protocol {
+                message: format!("decoding a page of machines stopped: {e}"),
+            })?
+            .map_err(|error| DefenderError::Protocol {
+                message: format!("undecodable body ({}): {error}", status.as_u16()),
+            })
     }
 
     /// Sends with token, budget, count and retries; one more try with a fresh token on 401.
