@@ -405,10 +405,8 @@ async fn sync(
 
     let mut writer = Writer::new(table);
     // The page loop produces rows; the writer consumes them. Through the channel, the next
-    // Defender page is fetched and decoded while earlier batches are still being written:
-    // 30 batches' worth of rows (their content, well under 1 KB each) keep storage busy
-    // while a page of 10,000 is read, instead of idling after the few batches in flight.
-    let (rows, queued) = tokio::sync::mpsc::channel::<Held>(30 * MAX_BATCH_OPERATIONS);
+    // Defender page is fetched and decoded while earlier batches are still being written.
+    let (rows, queued) = tokio::sync::mpsc::channel::<Entity>(4 * MAX_BATCH_OPERATIONS);
     let producer = async {
         let rows = rows;
         let mut pages =
@@ -486,7 +484,7 @@ async fn sync(
                     };
                     if candidate && held.len() < MAX_HELD_ROWS {
                         held.insert(live_keys.len(), row);
-                    } else if rows.send(row).await.is_err() {
+                    } else if rows.send(row.entity(tenant_id, now)).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -499,8 +497,8 @@ async fn sync(
     let consumer = async {
         // Owned here, so a failed write drops the receiver and the producer stops.
         let mut queued = queued;
-        while let Some(row) = queued.recv().await {
-            writer.push(row.entity(tenant_id, now)).await?;
+        while let Some(e) = queued.recv().await {
+            writer.push(e).await?;
         }
         Ok::<(), TableError>(())
     };
