@@ -113,8 +113,8 @@ pub(crate) async fn submit(table: &TableClient, write: GroupWrite) -> Result<ETa
     })
 }
 
-/// Removes the lane if its sender ends abnormally (a panic): a lane left behind would queue
-/// writes that nobody sends. Dropping the pending senders answers their callers. A normal
+/// Removes the lane if its sender ends abnormally (a panic where panics unwind, as in tests;
+/// the release profile aborts): a lane left behind would queue writes that nobody sends. Dropping the pending senders answers their callers. A normal
 /// end removes the lane itself, under the same lock that sees it empty, and disarms this:
 /// once the lock is released a new caller may already have started a new lane under the
 /// same key, which must not be touched.
