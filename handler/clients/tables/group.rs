@@ -229,7 +229,9 @@ fn outcome_unknown(e: &TableError) -> bool {
         | TableError::InvalidContinuation
         | TableError::InvalidConfig(_)
         | TableError::Auth(_) => false,
-        TableError::Service { status, .. } => *status >= 500 || *status == 408,
+        TableError::Service { status, .. } => {
+            reqwest::StatusCode::from_u16(*status).is_ok_and(super::http::is_uncertain)
+        }
         // A success answer that could not be read: the batch was most likely applied.
         TableError::Decode(_) | TableError::Throttled { .. } | TableError::Transport(_) => true,
     }

@@ -299,7 +299,7 @@ pub(crate) fn sign(mac: &Hmac<Sha256>, to_sign: &str) -> String {
 }
 
 /// A status after which the request may or may not have been applied.
-fn is_uncertain(status: StatusCode) -> bool {
+pub(super) fn is_uncertain(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT
 }
 

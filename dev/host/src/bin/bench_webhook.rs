@@ -371,7 +371,7 @@ async fn run_step(
         rss_start_mib: rss0 as f64 / 1024.0,
         rss_end_mib: rss1 as f64 / 1024.0,
         table_requests: traffic.total(),
-        table_ops: traffic.total() - traffic.get("POST batch") + traffic.batch_ops,
+        table_ops: traffic.ops(),
         traffic: traffic.describe(),
     })
 }

@@ -68,6 +68,11 @@ impl Traffic {
             .map(|(_, v)| v)
             .sum()
     }
+    /// Entity operations of every kind: single-entity requests plus the operations inside
+    /// batches.
+    pub fn ops(&self) -> u64 {
+        self.total() - self.get("POST batch") + self.batch_ops
+    }
     /// Entity writes: operations inside batches plus single-entity writes.
     pub fn write_ops(&self) -> u64 {
         self.write_requests() - self.get("POST batch") + self.batch_ops
