@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/contracts/functions-host")
+        .join("contracts/functions-host")
         .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -1061,10 +1061,7 @@ mod tests {
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/contracts/defender-api"
-    );
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contracts/defender-api");
 
     fn fixture(name: &str) -> Option<String> {
         std::fs::read_to_string(format!("{FIXTURES}/{name}")).ok()
@@ -1137,7 +1134,7 @@ mod tests {
 
     #[test]
     fn each_documented_error_body_maps_to_its_variant() {
-        // Bodies of shared/contracts/defender-api/error.*.json.
+        // Bodies of contracts/defender-api/error.*.json.
         let cases: [(u16, &str, &str); 8] = [
             (
                 400,

@@ -757,10 +757,7 @@ mod tests {
     use bytes::Bytes;
     use reqwest::header::HeaderMap;
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/contracts/defender-api"
-    );
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contracts/defender-api");
 
     #[test]
     fn incidents_parse_with_alerts_and_device_evidence() {

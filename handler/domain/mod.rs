@@ -1,5 +1,6 @@
 //! Validated types and pure logic (sync rules, duplicates, request states); no I/O here.
 
+pub mod actor;
 pub mod channel;
 pub mod device;
 pub mod duplicates;
@@ -9,5 +10,6 @@ pub mod notification;
 pub mod request;
 pub mod signature;
 
+pub use actor::{Actor, CallerId};
 pub use channel::{Channel, ChannelSet};
 pub use ids::{CompactMachineId, IdError, IncidentId, MachineId, RequestId, TenantId};

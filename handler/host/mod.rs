@@ -2,7 +2,7 @@
 //!
 //! The host POSTs `{"Data", "Metadata"}` to `/{FunctionName}` and expects a 200 with a JSON
 //! object `{"Outputs", "Logs", "ReturnValue"}`; any other answer fails the invocation. See
-//! `shared/contracts/functions-host/CONTRACT.md`.
+//! `contracts/functions-host/CONTRACT.md`.
 
 pub mod encoding;
 pub mod invocation;

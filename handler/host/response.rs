@@ -131,7 +131,7 @@ mod tests {
             .to_json();
         let fixture: Value = serde_json::from_str(
             &std::fs::read_to_string(format!(
-                "{}/../shared/contracts/functions-host/http-trigger.response.json",
+                "{}/contracts/functions-host/http-trigger.response.json",
                 env!("CARGO_MANIFEST_DIR")
             ))
             .unwrap(),

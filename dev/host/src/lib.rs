@@ -1,6 +1,6 @@
 //! A local stand-in for the Azure Functions host: reads `host.json` and
 //! `functions/*/function.json`, supervises the custom handler and invokes it in payload
-//! mode exactly as the real host does (see `shared/contracts/functions-host/`).
+//! mode exactly as the real host does (see `contracts/functions-host/`).
 //!
 //! # Layout
 //! - [`azurite`]: Azurite for tests (shared per process or private, stop/restart).

@@ -338,7 +338,7 @@ mod tests {
     fn the_fixture_answer_is_accepted() {
         let body = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../../shared/contracts/functions-host/http-trigger.response.json"
+            "/../../contracts/functions-host/http-trigger.response.json"
         ))
         .unwrap();
         let answer = ok(&body).unwrap();

@@ -1,5 +1,5 @@
 //! Builds payload-mode invocation bodies (`{"Data", "Metadata"}`) exactly as the host does
-//! (see `shared/contracts/functions-host/CONTRACT.md` §3): .NET-style double encoding of
+//! (see `contracts/functions-host/CONTRACT.md` §3): .NET-style double encoding of
 //! strings and scalars, `sys` binding data, HTTP request objects, identities, TimerInfo and
 //! queue binding data.
 

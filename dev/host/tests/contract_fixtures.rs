@@ -1,5 +1,5 @@
 //! The payloads dev-host builds have the same structure and encodings as the contract
-//! fixtures in `shared/contracts/functions-host/` (same keys, nesting and value kinds;
+//! fixtures in `contracts/functions-host/` (same keys, nesting and value kinds;
 //! GUIDs and times may differ).
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +11,7 @@ use dev_host::payload::{self, Caller, HttpRequestData, QueueTriggerData, Schedul
 use serde_json::{Map, Value};
 
 fn contracts() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/contracts/functions-host")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../contracts/functions-host")
 }
 
 fn fixture(name: &str) -> Value {

@@ -1,6 +1,6 @@
 //! Simulators of Entra ID, Defender for Endpoint, Microsoft Graph, Key Vault, the App Service
 //! managed-identity endpoint, Teams Workflows and a webhook sink, on one HTTPS listener on
-//! 127.0.0.1, following `shared/contracts/defender-api/CONTRACT.md` §6.
+//! 127.0.0.1, following `contracts/defender-api/CONTRACT.md` §6.
 //!
 //! Layout:
 //! - [`tls`]: the test CA shared through `SSL_CERT_FILE` and the loopback leaf certificate.

@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn the_fixture_card_passes_and_broken_cards_are_flagged() {
         let ok: serde_json::Value = serde_json::from_str(include_str!(
-            "../../../../shared/contracts/defender-api/teams-webhook.request.json"
+            "../../../contracts/defender-api/teams-webhook.request.json"
         ))
         .expect("fixture parses");
         assert_eq!(flow_failure(&ok, 100), None);

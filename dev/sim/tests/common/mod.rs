@@ -20,7 +20,7 @@ pub fn client() -> reqwest::Client {
 
 pub fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/../../../shared/contracts/defender-api/{name}",
+        "{}/../../contracts/defender-api/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
