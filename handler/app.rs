@@ -283,6 +283,7 @@ async fn invoke(
         invocation.id = invocation_id.as_deref().unwrap_or("-"),
         tenant.id = tracing::field::Empty,
         request.id = tracing::field::Empty,
+        actor = tracing::field::Empty,
     );
     async move {
         let started = Instant::now();

@@ -77,6 +77,9 @@ pub struct HomeApp {
 pub struct NotifySettings {
     pub teams_secret: Option<SecretName>,
     pub webhook_secret: Option<SecretName>,
+    /// The key outbound webhook events are signed with (`NOTIFY_WEBHOOK_SIGNING_SECRET`):
+    /// never a key that authorises offboarding (design §9.1).
+    pub webhook_signing_secret: Option<SecretName>,
     pub email_from: Option<String>,
     pub email_to: Vec<String>,
 }
@@ -99,6 +102,9 @@ pub struct Config {
     pub offboard_max_per_run: u32,
     pub incident_min_severity: MinSeverity,
     pub webhook_hmac_secret: Option<SecretName>,
+    /// `WEBHOOK_ALLOW_UNSIGNED=true`: unsigned calls of `POST /api/offboard` are accepted
+    /// (as the key holder); otherwise they are refused with 401 (design §9.1).
+    pub webhook_allow_unsigned: bool,
     pub notify: NotifySettings,
     pub home_app: Option<HomeApp>,
     /// True when running inside Azure (App Service sets `WEBSITE_SITE_NAME`): logs become JSON.
@@ -161,6 +167,8 @@ pub const SETTING_NAMES: &[&str] = &[
     "OFFBOARD_MAX_PER_RUN",
     "INCIDENT_MIN_SEVERITY",
     "WEBHOOK_HMAC_SECRET",
+    "WEBHOOK_ALLOW_UNSIGNED",
+    "NOTIFY_WEBHOOK_SIGNING_SECRET",
     "NOTIFY_TEAMS_SECRET",
     "NOTIFY_EMAIL_FROM",
     "NOTIFY_EMAIL_TO",
@@ -403,9 +411,11 @@ impl Config {
         });
 
         let webhook_hmac_secret = r.optional("WEBHOOK_HMAC_SECRET", SecretName::parse);
+        let webhook_allow_unsigned = r.parsed("WEBHOOK_ALLOW_UNSIGNED", false, parse_bool);
         let notify = NotifySettings {
             teams_secret: r.optional("NOTIFY_TEAMS_SECRET", SecretName::parse),
             webhook_secret: r.optional("NOTIFY_WEBHOOK_SECRET", SecretName::parse),
+            webhook_signing_secret: r.optional("NOTIFY_WEBHOOK_SIGNING_SECRET", SecretName::parse),
             email_from: r.optional("NOTIFY_EMAIL_FROM", parse_email),
             email_to: r
                 .optional("NOTIFY_EMAIL_TO", |v| {
@@ -437,7 +447,14 @@ impl Config {
             }
         };
 
+        if webhook_hmac_secret.is_some() && webhook_hmac_secret == notify.webhook_signing_secret {
+            r.problem(
+                "NOTIFY_WEBHOOK_SIGNING_SECRET",
+                "names the same secret as WEBHOOK_HMAC_SECRET: receivers of outbound events would hold a key that authorises offboarding; give outbound events their own key",
+            );
+        }
         let uses_vault = webhook_hmac_secret.is_some()
+            || notify.webhook_signing_secret.is_some()
             || notify.teams_secret.is_some()
             || notify.webhook_secret.is_some()
             || home_app.is_some();
@@ -481,6 +498,7 @@ impl Config {
                 offboard_max_per_run,
                 incident_min_severity,
                 webhook_hmac_secret,
+                webhook_allow_unsigned,
                 notify,
                 home_app,
                 in_azure,
@@ -489,6 +507,21 @@ impl Config {
                 problems: r.problems,
             }),
         }
+    }
+
+    /// What start-up warns about: settings that widen who may offboard (design §9.1).
+    #[must_use]
+    pub fn trust_warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if let Some(name) = &self.webhook_hmac_secret {
+            w.push(format!(
+                "WEBHOOK_HMAC_SECRET is set ('{name}'): the built-in caller 'default' signs with it and reaches EVERY tenant; register each calling system as a caller (PUT /api/callers/{{callerId}}) with its own key and tenants, then unset WEBHOOK_HMAC_SECRET"
+            ));
+        }
+        if self.webhook_allow_unsigned {
+            w.push("WEBHOOK_ALLOW_UNSIGNED=true: POST /api/offboard accepts unsigned calls from any function-key holder, for every tenant".into());
+        }
+        w
     }
 
     /// The settings as a map of name → printable value, for the start-up log line.
@@ -698,6 +731,46 @@ mod tests {
         let names: Vec<&str> = err.problems.iter().map(|p| p.setting).collect();
         assert!(names.contains(&"KEY_VAULT_URI"));
         assert!(names.contains(&"HOME_TENANT_ID"));
+    }
+
+    #[test]
+    fn unsigned_calls_and_the_default_caller_are_opt_in_and_warned_about() {
+        let c = config(&[STORAGE]).unwrap();
+        assert!(!c.webhook_allow_unsigned);
+        assert!(c.trust_warnings().is_empty());
+        let c = config(&[
+            STORAGE,
+            ("KEY_VAULT_URI", "https://kv.vault.azure.net/"),
+            ("WEBHOOK_HMAC_SECRET", "webhook-hmac"),
+            ("WEBHOOK_ALLOW_UNSIGNED", "true"),
+            ("NOTIFY_WEBHOOK_SIGNING_SECRET", "events-signing"),
+        ])
+        .unwrap();
+        assert!(c.webhook_allow_unsigned);
+        assert_eq!(
+            c.notify
+                .webhook_signing_secret
+                .as_ref()
+                .map(SecretName::as_str),
+            Some("events-signing")
+        );
+        let warnings = c.trust_warnings().join("\n");
+        assert!(warnings.contains("'default'") && warnings.contains("EVERY tenant"));
+        assert!(warnings.contains("WEBHOOK_ALLOW_UNSIGNED"));
+        let err = config(&[STORAGE, ("WEBHOOK_ALLOW_UNSIGNED", "maybe")]).unwrap_err();
+        assert_eq!(err.problems[0].setting, "WEBHOOK_ALLOW_UNSIGNED");
+    }
+
+    #[test]
+    fn outbound_events_cannot_be_signed_with_the_offboarding_key() {
+        let err = config(&[
+            STORAGE,
+            ("KEY_VAULT_URI", "https://kv.vault.azure.net/"),
+            ("WEBHOOK_HMAC_SECRET", "webhook-hmac"),
+            ("NOTIFY_WEBHOOK_SIGNING_SECRET", "webhook-hmac"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems[0].setting, "NOTIFY_WEBHOOK_SIGNING_SECRET");
     }
 
     #[test]

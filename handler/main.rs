@@ -52,6 +52,9 @@ async fn serve() -> ExitCode {
     };
     telemetry::init(config.in_azure);
     tracing::info!(settings = ?config.summary(), "starting");
+    for warning in config.trust_warnings() {
+        tracing::warn!("{warning}");
+    }
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

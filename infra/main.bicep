@@ -90,8 +90,14 @@ param offboardMaxPerRun int = 50
 ])
 param incidentMinSeverity string = 'medium'
 
-@description('WEBHOOK_HMAC_SECRET: Key Vault secret NAME of the webhook signing key; empty: webhook calls are not signed.')
+@description('WEBHOOK_HMAC_SECRET: Key Vault secret NAME of the built-in caller default\'s signing key (reaches every tenant); empty: only registered callers (PUT /api/callers) sign.')
 param webhookHmacSecretName string = ''
+
+@description('WEBHOOK_ALLOW_UNSIGNED: accept unsigned POST /api/offboard calls from function-key holders (every tenant). Keep false.')
+param webhookAllowUnsigned bool = false
+
+@description('NOTIFY_WEBHOOK_SIGNING_SECRET: Key Vault secret NAME of the key outbound webhook events are signed with (never an offboarding key); empty: events are unsigned.')
+param notifyWebhookSigningSecretName string = ''
 
 @description('NOTIFY_TEAMS_SECRET: Key Vault secret NAME of the Teams Workflows URL; empty: no Teams notifications.')
 param notifyTeamsSecretName string = ''
@@ -204,6 +210,8 @@ module functionApp 'modules/functionapp.bicep' = {
     offboardMaxPerRun: offboardMaxPerRun
     incidentMinSeverity: incidentMinSeverity
     webhookHmacSecretName: webhookHmacSecretName
+    webhookAllowUnsigned: webhookAllowUnsigned
+    notifyWebhookSigningSecretName: notifyWebhookSigningSecretName
     notifyTeamsSecretName: notifyTeamsSecretName
     notifyEmailFrom: notifyEmailFrom
     notifyEmailTo: notifyEmailTo

@@ -24,6 +24,8 @@ param tablePrefix = ''
 
 // Optional features: set the Key Vault secret names once the secrets exist (docs/deploy.md).
 param webhookHmacSecretName = ''
+param webhookAllowUnsigned = false
+param notifyWebhookSigningSecretName = ''
 param notifyTeamsSecretName = ''
 param notifyEmailFrom = ''
 param notifyEmailTo = ''

@@ -57,7 +57,7 @@ pub enum Actor {
     /// A person signed in to the console.
     User { upn: String, object_id: String },
     /// A timer function acting on its own (the flag timer, the tracker, expiry).
-    Timer(&'static str),
+    Timer(String),
     /// A holder of the host's admin (master) key.
     AdminKey,
     /// A holder of a function key, without a caller signature.
@@ -73,6 +73,46 @@ impl Actor {
             Self::Timer(name) => format!("timer:{name}"),
             Self::AdminKey => "admin-key".to_owned(),
             Self::FunctionKey => "function-key".to_owned(),
+        }
+    }
+
+    /// The actor of a call the host let through with a key, from the host's `authlevel`
+    /// claim (`Admin` for the master key, `Function` for a function key). Anything else
+    /// (no claim: an anonymous function) counts as the weaker function key.
+    #[must_use]
+    pub fn from_key_level(auth_level: Option<&str>) -> Self {
+        match auth_level {
+            Some(level) if level.eq_ignore_ascii_case("admin") => Self::AdminKey,
+            _ => Self::FunctionKey,
+        }
+    }
+
+    /// A timer function by name.
+    #[must_use]
+    pub fn timer(function: &str) -> Self {
+        Self::Timer(function.to_owned())
+    }
+
+    /// Reads an `Actor` column back (with the `ActorId` column for users); `None` for text
+    /// that is not one of the five forms.
+    #[must_use]
+    pub fn parse(label: &str, object_id: Option<&str>) -> Option<Self> {
+        match label {
+            "admin-key" => return Some(Self::AdminKey),
+            "function-key" => return Some(Self::FunctionKey),
+            _ => {}
+        }
+        let (kind, rest) = label.split_once(':')?;
+        match kind {
+            "caller" => CallerId::parse(rest).ok().map(Self::Caller),
+            "user" if !rest.is_empty() => Some(Self::User {
+                upn: rest.to_owned(),
+                object_id: object_id.unwrap_or_default().to_owned(),
+            }),
+            "timer" if !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                Some(Self::Timer(rest.to_owned()))
+            }
+            _ => None,
         }
     }
 
@@ -128,11 +168,51 @@ mod tests {
             Some("0b8c7f5e-5a5e-4c1a-9d8e-1f2a3b4c5d6e")
         );
         assert_eq!(
-            Actor::Timer("OffboardFlagged").label(),
+            Actor::timer("OffboardFlagged").label(),
             "timer:OffboardFlagged"
         );
         assert_eq!(Actor::AdminKey.label(), "admin-key");
         assert_eq!(Actor::FunctionKey.to_string(), "function-key");
         assert_eq!(caller.object_id(), None);
+    }
+
+    #[test]
+    fn stored_labels_read_back_as_the_same_actor() {
+        let user = Actor::User {
+            upn: "ada@contoso.com".into(),
+            object_id: "0b8c7f5e-5a5e-4c1a-9d8e-1f2a3b4c5d6e".into(),
+        };
+        for actor in [
+            Actor::Caller(CallerId::parse("itsm").unwrap()),
+            user,
+            Actor::timer("OffboardFlagged"),
+            Actor::AdminKey,
+            Actor::FunctionKey,
+        ] {
+            assert_eq!(
+                Actor::parse(&actor.label(), actor.object_id()),
+                Some(actor.clone()),
+                "{actor}"
+            );
+        }
+        for bad in [
+            "",
+            "caller:",
+            "caller:A B",
+            "robot:x",
+            "timer:",
+            "timer:a b",
+            "user:",
+        ] {
+            assert_eq!(Actor::parse(bad, None), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_hosts_key_level_names_the_key() {
+        assert_eq!(Actor::from_key_level(Some("Admin")), Actor::AdminKey);
+        assert_eq!(Actor::from_key_level(Some("Function")), Actor::FunctionKey);
+        assert_eq!(Actor::from_key_level(None), Actor::FunctionKey);
+        assert_eq!(Actor::from_key_level(Some("Anonymous")), Actor::FunctionKey);
     }
 }

@@ -171,6 +171,43 @@ impl IdempotencyKey {
     }
 }
 
+/// What an idempotency key is bound to (design §9.3): the device as the caller named it
+/// (`machineId:…`, `deviceName:…` lower-cased, `aadDeviceId:…`) and `dryRun`. The tenant is
+/// bound by where the key is stored (`IdempotencyKeys` is partitioned by tenant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyBinding {
+    pub selector: String,
+    pub dry_run: bool,
+}
+
+impl KeyBinding {
+    /// Whether a repeat of the key is the same request. A key stored before bindings were
+    /// recorded (`stored` has no selector) is judged by `dryRun` alone.
+    #[must_use]
+    pub fn same_request(&self, stored_selector: Option<&str>, stored_dry_run: bool) -> bool {
+        self.dry_run == stored_dry_run && stored_selector.is_none_or(|s| s == self.selector)
+    }
+}
+
+#[cfg(test)]
+mod key_binding_tests {
+    use super::KeyBinding;
+
+    #[test]
+    fn a_key_repeats_only_the_same_device_and_dry_run() {
+        let b = KeyBinding {
+            selector: "machineId:01".into(),
+            dry_run: false,
+        };
+        assert!(b.same_request(Some("machineId:01"), false));
+        assert!(!b.same_request(Some("machineId:02"), false));
+        assert!(!b.same_request(Some("machineId:01"), true));
+        assert!(!b.same_request(Some("deviceName:pc-01"), false));
+        assert!(b.same_request(None, false));
+        assert!(!b.same_request(None, true));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,11 +7,11 @@ use time::Duration;
 
 use crate::app::AppState;
 use crate::clients::tables::{Entity, IfMatch, TableError, filter};
-use crate::domain::TenantId;
 use crate::domain::request::{DEFAULT_COMMENT, RequestStatus, Source};
+use crate::domain::{Actor, MachineId, TenantId};
 use crate::error::InvocationFailure;
 use crate::host::InvocationResponse;
-use crate::offboard::{self, Accepted, NewRequest, OffboardJob, Tables};
+use crate::offboard::{self, Accepted, NewRequest, OffboardJob, Selector, Tables};
 use crate::store::devices::{DeviceRow, col};
 use crate::store::requests;
 use crate::store::tenants::{self, Tenant};
@@ -86,9 +86,17 @@ async fn flags_of(
         {
             Err(refusal) => Err(refusal.message().to_owned()),
             Ok(()) => {
+                let Ok(machine) = MachineId::parse(device.machine_id()) else {
+                    continue;
+                };
                 let new = NewRequest {
                     tenant_id: tenant.id().clone(),
+                    selector: Selector::MachineId(machine),
                     source: Source::Flag,
+                    // Whoever set the flag asked; the timer only carries it out.
+                    actor: device
+                        .offboard_actor()
+                        .unwrap_or_else(|| Actor::timer("OffboardFlagged")),
                     request_id: None,
                     requested_by: Some("Offboard flag".into()),
                     comment: DEFAULT_COMMENT.into(),
@@ -106,6 +114,10 @@ async fn flags_of(
                     Accepted::New(r) => Ok(Some(r)),
                     Accepted::Repeat { existing, .. } => {
                         Ok(existing.filter(|r| r.status == RequestStatus::Accepted))
+                    }
+                    // The key names the device and the flag's time: another request can't hold it.
+                    Accepted::KeyReused { request_id } => {
+                        Err(format!("Flag key already used by request {request_id}"))
                     }
                 }
             }

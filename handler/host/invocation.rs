@@ -161,6 +161,7 @@ impl Invocation {
             // A JSON body read by an older host arrives parsed; keep its text.
             Some(other) => Some(other.to_string()),
         };
+        let auth_level = field("Identities").and_then(auth_level_claim);
         Ok(HttpRequestData {
             url,
             method,
@@ -168,6 +169,7 @@ impl Invocation {
             headers,
             params,
             body,
+            auth_level,
         })
     }
 
@@ -221,6 +223,28 @@ impl Invocation {
     }
 }
 
+/// The host's `.../claims/authlevel` claim (`Admin` for the master key, `Function` for a
+/// function key) from `Identities`: an array of serialized `ClaimsIdentity` objects, or
+/// that array as JSON text from hosts before Oct 2020. The host checked the key already.
+fn auth_level_claim(identities: &Value) -> Option<String> {
+    const AUTH_LEVEL: &str = "http://schemas.microsoft.com/2017/07/functions/claims/authlevel";
+    let parsed;
+    let list = match identities {
+        Value::String(text) => {
+            parsed = serde_json::from_str::<Value>(text).ok()?;
+            parsed.as_array()?
+        }
+        Value::Array(items) => items,
+        _ => return None,
+    };
+    list.iter()
+        .filter_map(|identity| identity.get("Claims")?.as_array())
+        .flatten()
+        .find(|claim| claim.get("Type").and_then(Value::as_str) == Some(AUTH_LEVEL))
+        .and_then(|claim| claim.get("Value")?.as_str())
+        .map(str::to_owned)
+}
+
 fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -245,6 +269,9 @@ pub struct HttpRequestData {
     pub params: BTreeMap<String, Option<String>>,
     /// Raw body text; absent when the request had no `Content-Length`.
     pub body: Option<String>,
+    /// The key level the host authenticated (`Admin`, `Function`), from the `authlevel`
+    /// claim of `Identities`; `None` for an anonymous call.
+    pub auth_level: Option<String>,
 }
 
 impl HttpRequestData {
@@ -317,6 +344,28 @@ mod tests {
         );
         assert!(req.body.as_deref().unwrap().contains("Leaver HR-4471"));
         assert_eq!(inv.invocation_id(), "abc");
+        // Core Tools authenticates every call as Admin (CONTRACT.md, "Identities").
+        assert_eq!(req.auth_level.as_deref(), Some("Admin"));
+    }
+
+    #[test]
+    fn the_key_level_comes_from_the_authlevel_claim_in_either_encoding() {
+        let claims = r#"[{"AuthenticationType":"WebJobsAuthLevel","IsAuthenticated":true,"Claims":[{"Type":"http://schemas.microsoft.com/2017/07/functions/claims/authlevel","Value":"Function"},{"Type":"http://schemas.microsoft.com/2017/07/functions/claims/keyid","Value":"default"}]}]"#;
+        let as_array: Value = serde_json::from_str(claims).unwrap();
+        for identities in [as_array, Value::String(claims.into())] {
+            let body = serde_json::json!({"Data":{"req":{"Url":"http://h/api/x","Method":"GET","Identities":identities}},"Metadata":{}});
+            let req = Invocation::parse("X", None, body.to_string().as_bytes())
+                .unwrap()
+                .http("req")
+                .unwrap();
+            assert_eq!(req.auth_level.as_deref(), Some("Function"));
+        }
+        let anonymous = br#"{"Data":{"req":{"Url":"http://h/api/x","Method":"GET","Identities":[{"AuthenticationType":null,"IsAuthenticated":false,"Claims":[]}]}},"Metadata":{}}"#;
+        let req = Invocation::parse("X", None, anonymous)
+            .unwrap()
+            .http("req")
+            .unwrap();
+        assert_eq!(req.auth_level, None);
     }
 
     #[test]

@@ -213,7 +213,9 @@ pub async fn send_teams(state: &AppState, body: &Value) -> Result<(), ChannelErr
 
 static UNSIGNED_LOGGED: AtomicBool = AtomicBool::new(false);
 
-/// Posts the JSON event to the outbound webhook, signed when `WEBHOOK_HMAC_SECRET` is set.
+/// Posts the JSON event to the outbound webhook, signed with its own key
+/// (`NOTIFY_WEBHOOK_SIGNING_SECRET`) when that is set. Never with `WEBHOOK_HMAC_SECRET` or a
+/// caller's key: a receiver that verifies events must not hold a key that can offboard.
 ///
 /// # Errors
 /// The secrets, or the post.
@@ -226,10 +228,12 @@ pub async fn send_webhook(state: &AppState, body: &Value) -> Result<(), ChannelE
         .ok_or_else(|| ChannelError("NOTIFY_WEBHOOK_SECRET is not set".into()))?;
     let bytes = serde_json::to_vec(body).map_err(|e| ChannelError(e.to_string()))?;
     let mut headers = Vec::new();
-    match (&state.config().webhook_hmac_secret, state.vault()) {
+    match (&state.config().notify.webhook_signing_secret, state.vault()) {
         (Some(key_name), Some(vault)) => {
             let key = vault.get(key_name).await.map_err(|e| {
-                ChannelError(format!("reading the WEBHOOK_HMAC_SECRET secret: {e}"))
+                ChannelError(format!(
+                    "reading the NOTIFY_WEBHOOK_SIGNING_SECRET secret: {e}"
+                ))
             })?;
             let ts = state.now().unix_timestamp();
             let sig = event::signature(key.value.expose_secret().as_bytes(), ts, &bytes);
@@ -239,7 +243,7 @@ pub async fn send_webhook(state: &AppState, body: &Value) -> Result<(), ChannelE
         _ => {
             if !UNSIGNED_LOGGED.swap(true, Ordering::Relaxed) {
                 tracing::info!(
-                    "WEBHOOK_HMAC_SECRET is not set: outbound webhook events are sent unsigned"
+                    "NOTIFY_WEBHOOK_SIGNING_SECRET is not set: outbound webhook events are sent unsigned"
                 );
             }
         }

@@ -1,6 +1,7 @@
 //! The outbound webhook: a JSON event per note, signed like the inbound webhook
 //! (`X-Signature: sha256=<hex HMAC-SHA256(key, "<unix ts>.<raw body>")>`,
-//! `X-Signature-Timestamp: <unix ts>`), so receivers verify both directions the same way.
+//! `X-Signature-Timestamp: <unix ts>`), so receivers verify both directions the same way,
+//! but with its own key (`NOTIFY_WEBHOOK_SIGNING_SECRET`), never one that can offboard.
 
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;

@@ -1,6 +1,11 @@
 //! Offboarding use cases shared by several functions: resolving and checking a device,
 //! accepting a request (webhook, API, flag), and recording each state change on the request,
 //! the device's `Result` column and the audit trail.
+//!
+//! - [`webhook`]: `POST /api/offboard`'s decisions: who the caller is, what it may reach,
+//!   and what its request becomes (the function file only adapts HTTP).
+
+pub mod webhook;
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -9,8 +14,8 @@ use crate::clients::tables::TableService;
 use crate::clients::tables::{Entity, TableClient, TableError, filter};
 use crate::domain::device::offboard_supported;
 use crate::domain::notification::{Event, Note};
-use crate::domain::request::{IdempotencyKey, RequestStatus, Source};
-use crate::domain::{MachineId, RequestId, TenantId};
+use crate::domain::request::{IdempotencyKey, KeyBinding, RequestStatus, Source};
+use crate::domain::{Actor, MachineId, RequestId, TenantId};
 use crate::store::audit::{self, AuditEntry};
 use crate::store::devices::{self, DeviceRow, col};
 use crate::store::requests::{self, OffboardRequest, Versioned};
@@ -44,6 +49,19 @@ pub enum Selector {
     MachineId(MachineId),
     DeviceName(String),
     AadDeviceId(String),
+}
+
+impl Selector {
+    /// The selector as an idempotency key is bound to it: a device name compares without
+    /// case, as it is resolved.
+    #[must_use]
+    pub fn binding_text(&self) -> String {
+        match self {
+            Self::MachineId(id) => format!("machineId:{}", id.as_str().to_ascii_lowercase()),
+            Self::DeviceName(n) => format!("deviceName:{}", n.to_ascii_lowercase()),
+            Self::AadDeviceId(a) => format!("aadDeviceId:{}", a.to_ascii_lowercase()),
+        }
+    }
 }
 
 /// Why a device can't be offboarded (answered 404/409/422, or written to `Result`).
@@ -229,13 +247,28 @@ pub async fn check_policy(
 #[derive(Debug, Clone)]
 pub struct NewRequest {
     pub tenant_id: TenantId,
+    /// The device as the caller named it.
+    pub selector: Selector,
     pub source: Source,
+    /// Who asked (design §9.2).
+    pub actor: Actor,
     pub requested_by: Option<String>,
     pub comment: String,
     pub idempotency_key: Option<IdempotencyKey>,
     pub dry_run: bool,
     /// The id to give the request; `None` mints a random one.
     pub request_id: Option<RequestId>,
+}
+
+impl NewRequest {
+    /// What this request's idempotency key is bound to (design §9.3).
+    #[must_use]
+    pub fn key_binding(&self) -> KeyBinding {
+        KeyBinding {
+            selector: self.selector.binding_text(),
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// The outcome of [`accept`].
@@ -249,6 +282,9 @@ pub enum Accepted {
         request_id: RequestId,
         existing: Option<OffboardRequest>,
     },
+    /// The idempotency key belongs to another request (another device or `dryRun`):
+    /// nothing was written (answered 409 `IdempotencyKeyReused`).
+    KeyReused { request_id: RequestId },
 }
 
 /// Records a new request for `device`, atomically bound to its idempotency key.
@@ -265,7 +301,15 @@ pub async fn accept(
         MachineId::parse(device.machine_id()).map_err(|e| TableError::Decode(e.to_string()))?;
     let mut request_id = new.request_id.clone().unwrap_or_else(RequestId::new_random);
     if let Some(key) = &new.idempotency_key {
-        let owner = requests::claim_key(&t.keys, &new.tenant_id, key, &request_id, now).await?;
+        let binding = new.key_binding();
+        let owner =
+            requests::claim_key(&t.keys, &new.tenant_id, key, &binding, &request_id, now).await?;
+        if owner.request_id != request_id && !owner.is_same_request(&binding) {
+            return Ok(Accepted::KeyReused {
+                request_id: owner.request_id,
+            });
+        }
+        let owner = owner.request_id;
         if owner != request_id {
             let existing = requests::get(&t.requests, &new.tenant_id, &owner).await?;
             match existing {
@@ -302,6 +346,7 @@ pub async fn accept(
         machine_id,
         device_name: device.str(col::NAME).map(str::to_owned),
         source: new.source,
+        actor: new.actor.clone(),
         requested_by: new.requested_by.clone(),
         comment: new.comment.clone(),
         idempotency_key: new.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
@@ -395,6 +440,7 @@ pub async fn audit_transition(
     now: OffsetDateTime,
 ) -> Result<(), TableError> {
     let entry = AuditEntry::new("Offboard", r.request_id.as_str(), detail, now)
+        .by(&r.actor)
         .with("Status", r.status.as_str())
         .with("MachineId", r.machine_id.as_str());
     audit::append(
@@ -509,6 +555,7 @@ pub async fn history(
                     "at": at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
                     "status": e.get_str("Status"),
                     "detail": entry.detail,
+                    "actor": e.get_str("Actor"),
                 }),
             ))
         })
@@ -530,6 +577,8 @@ pub fn to_json(r: &OffboardRequest) -> Value {
         "machineId": r.machine_id.as_str(),
         "deviceName": r.device_name,
         "source": r.source.as_str(),
+        "actor": r.actor.label(),
+        "actorId": r.actor.object_id(),
         "requestedBy": r.requested_by,
         "comment": r.comment,
         "status": r.status.as_str(),

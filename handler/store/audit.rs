@@ -3,7 +3,10 @@
 use time::OffsetDateTime;
 
 use crate::clients::tables::{EdmValue, Entity, TableClient, TableError};
-use crate::domain::TenantId;
+use crate::domain::{Actor, TenantId};
+
+/// The partition of app-wide events that belong to no tenant (caller changes).
+pub const APP_PARTITION: &str = "app";
 
 /// One audit event.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +40,16 @@ impl AuditEntry {
         }
     }
 
+    /// Records who caused the event: `Actor`, and `ActorId` for a signed-in user.
+    #[must_use]
+    pub fn by(self, actor: &Actor) -> Self {
+        let entry = self.with("Actor", actor.label());
+        match actor.object_id() {
+            Some(id) => entry.with("ActorId", id.to_owned()),
+            None => entry,
+        }
+    }
+
     #[must_use]
     pub fn with(mut self, name: &str, value: impl Into<EdmValue>) -> Self {
         self.extra.push((name.to_owned(), value.into()));
@@ -47,7 +60,11 @@ impl AuditEntry {
     /// event twice overwrites one row instead of adding a second).
     #[must_use]
     pub fn to_entity(&self, tenant: &TenantId, unique: &str) -> Entity {
-        let mut e = Entity::new(tenant.as_str(), row_key(self.at, unique))
+        self.to_entity_in(tenant.as_str(), unique)
+    }
+
+    fn to_entity_in(&self, partition: &str, unique: &str) -> Entity {
+        let mut e = Entity::new(partition, row_key(self.at, unique))
             .with("Kind", self.kind.as_str())
             .with("Subject", self.subject.as_str())
             .with("Detail", self.detail.as_str())
@@ -86,6 +103,21 @@ pub async fn append(
 ) -> Result<(), TableError> {
     table
         .upsert_replace_grouped(entry.to_entity(tenant, unique))
+        .await
+        .map(drop)
+}
+
+/// Appends an app-wide event (no tenant) to [`APP_PARTITION`].
+///
+/// # Errors
+/// Any storage failure.
+pub async fn append_app(
+    table: &TableClient,
+    entry: &AuditEntry,
+    unique: &str,
+) -> Result<(), TableError> {
+    table
+        .upsert_replace(&entry.to_entity_in(APP_PARTITION, unique))
         .await
         .map(drop)
 }

@@ -34,6 +34,9 @@ pub mod col {
     pub const HASH: &str = "ContentHash";
     // Operator columns.
     pub const OFFBOARD: &str = "Offboard";
+    /// Who last set `Offboard` to true (an `Actor` label), and a user's object id.
+    pub const OFFBOARD_BY: &str = "OffboardBy";
+    pub const OFFBOARD_BY_ID: &str = "OffboardById";
     pub const RESULT: &str = "Result";
     pub const RESULT_AT: &str = "ResultAt";
     pub const LAST_REQUEST: &str = "LastRequestId";
@@ -191,8 +194,15 @@ impl DeviceRow {
         split_tags(self.entity.get_str(col::TAGS).unwrap_or_default())
     }
 
+    /// Who set the `Offboard` flag, when that was recorded.
+    #[must_use]
+    pub fn offboard_actor(&self) -> Option<crate::domain::Actor> {
+        crate::domain::Actor::parse(self.str(col::OFFBOARD_BY)?, self.str(col::OFFBOARD_BY_ID))
+    }
+
     /// The camelCase JSON of the HTTP API.
     #[must_use]
+
     pub fn to_json(&self) -> Value {
         let e = &self.entity;
         let time = |c: &str| {
@@ -221,6 +231,7 @@ impl DeviceRow {
             "duplicateOf": self.str(col::DUPLICATE_OF),
             "gone": self.flag(col::GONE),
             "offboard": self.flag(col::OFFBOARD),
+            "offboardBy": self.str(col::OFFBOARD_BY),
             "result": self.str(col::RESULT),
             "resultAt": time(col::RESULT_AT),
             "lastRequestId": self.str(col::LAST_REQUEST),

@@ -4,6 +4,7 @@
 //! use by this process (one call per table per process).
 
 pub mod audit;
+pub mod callers;
 pub mod cursors;
 pub mod devices;
 pub mod incidents;
@@ -24,6 +25,7 @@ pub mod names {
     pub const CURSORS: &str = "Cursors";
     pub const OUTBOX: &str = "Outbox";
     pub const RATE_BUDGET: &str = "RateBudget";
+    pub const CALLERS: &str = "Callers";
 
     /// Every table the product uses (the infra test checks Bicep creates each one).
     pub const ALL: &[&str] = &[
@@ -36,6 +38,7 @@ pub mod names {
         CURSORS,
         OUTBOX,
         RATE_BUDGET,
+        CALLERS,
     ];
 }
 

@@ -3,8 +3,8 @@
 use time::OffsetDateTime;
 
 use crate::clients::tables::{ETag, EdmValue, Entity, IfMatch, TableClient, TableError, filter};
-use crate::domain::request::{IdempotencyKey, RequestStatus, Source};
-use crate::domain::{MachineId, RequestId, TenantId};
+use crate::domain::request::{IdempotencyKey, KeyBinding, RequestStatus, Source};
+use crate::domain::{Actor, MachineId, RequestId, TenantId};
 
 /// One offboard request as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub struct OffboardRequest {
     pub machine_id: MachineId,
     pub device_name: Option<String>,
     pub source: Source,
+    /// Who asked (design §9.2): `Actor`, and `ActorId` for a signed-in user.
+    pub actor: Actor,
     pub requested_by: Option<String>,
     pub comment: String,
     pub idempotency_key: Option<String>,
@@ -38,6 +40,8 @@ impl OffboardRequest {
             .with("MachineId", self.machine_id.as_str())
             .with("DeviceName", opt(&self.device_name))
             .with("Source", self.source.as_str())
+            .with("Actor", self.actor.label())
+            .with("ActorId", self.actor.object_id().unwrap_or_default())
             .with("RequestedBy", opt(&self.requested_by))
             .with("Comment", self.comment.as_str())
             .with("IdempotencyKey", opt(&self.idempotency_key))
@@ -63,6 +67,10 @@ impl OffboardRequest {
             TableError::Decode(format!("OffboardRequests/{}: {what}: {why}", e.row_key))
         };
         let nonempty = |c: &str| e.get_str(c).filter(|s| !s.is_empty()).map(str::to_owned);
+        let source =
+            Source::parse(e.get_str("Source").unwrap_or_default()).map_err(|x| bad("Source", x))?;
+        let actor = Actor::parse(e.get_str("Actor").unwrap_or_default(), e.get_str("ActorId"))
+            .unwrap_or_else(|| legacy_actor(source));
         Ok(Self {
             tenant_id: TenantId::parse(&e.partition_key)
                 .map_err(|x| bad("PartitionKey", x.to_string()))?,
@@ -70,8 +78,8 @@ impl OffboardRequest {
             machine_id: MachineId::parse(e.get_str("MachineId").unwrap_or_default())
                 .map_err(|x| bad("MachineId", x.to_string()))?,
             device_name: nonempty("DeviceName"),
-            source: Source::parse(e.get_str("Source").unwrap_or_default())
-                .map_err(|x| bad("Source", x))?,
+            source,
+            actor,
             requested_by: nonempty("RequestedBy"),
             comment: e.get_str("Comment").unwrap_or_default().to_owned(),
             idempotency_key: nonempty("IdempotencyKey"),
@@ -92,6 +100,15 @@ impl OffboardRequest {
             created_at: e.require("CreatedAt")?,
             updated_at: e.require("UpdatedAt")?,
         })
+    }
+}
+
+/// The actor of a row written before actors were recorded: what its source implied then.
+fn legacy_actor(source: Source) -> Actor {
+    match source {
+        Source::Webhook => Actor::Caller(crate::domain::CallerId::default_caller()),
+        Source::Flag => Actor::timer("OffboardFlagged"),
+        Source::Api => Actor::FunctionKey,
     }
 }
 
@@ -186,8 +203,39 @@ pub async fn with_status(
     }
 }
 
+/// An `IdempotencyKeys` row: the request a key belongs to, and what that request was
+/// (device selector and `dryRun`) so a repeat can be told from a reuse (design §9.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub request_id: RequestId,
+    /// `None` on rows written before bindings were recorded.
+    pub selector: Option<String>,
+    pub dry_run: bool,
+}
+
+impl KeyOwner {
+    fn from_entity(e: &Entity) -> Result<Self, TableError> {
+        Ok(Self {
+            request_id: RequestId::parse(e.get_str("RequestId").unwrap_or_default())
+                .map_err(|x| TableError::Decode(format!("IdempotencyKeys/{}: {x}", e.row_key)))?,
+            selector: e
+                .get_str("Selector")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            dry_run: e.get_bool("DryRun").unwrap_or(false),
+        })
+    }
+
+    /// Whether a call with `binding` repeats this key's request (200) or reuses the key for
+    /// another one (409).
+    #[must_use]
+    pub fn is_same_request(&self, binding: &KeyBinding) -> bool {
+        binding.same_request(self.selector.as_deref(), self.dry_run)
+    }
+}
+
 /// Claims an idempotency key for `request`: exactly one caller wins, even under concurrent
-/// repeats. Returns the request id the key belongs to (ours if we won).
+/// repeats. Returns the key's owner (ours if we won).
 ///
 /// # Errors
 /// Storage failures.
@@ -195,14 +243,21 @@ pub async fn claim_key(
     table: &TableClient,
     tenant: &TenantId,
     key: &IdempotencyKey,
+    binding: &KeyBinding,
     request: &RequestId,
     now: OffsetDateTime,
-) -> Result<RequestId, TableError> {
+) -> Result<KeyOwner, TableError> {
     let e = Entity::new(tenant.as_str(), key.as_str())
         .with("RequestId", request.as_str())
+        .with("Selector", binding.selector.as_str())
+        .with("DryRun", binding.dry_run)
         .with("CreatedAt", now);
     match table.insert(&e).await {
-        Ok(_) => Ok(request.clone()),
+        Ok(_) => Ok(KeyOwner {
+            request_id: request.clone(),
+            selector: Some(binding.selector.clone()),
+            dry_run: binding.dry_run,
+        }),
         Err(TableError::Conflict { .. }) => {
             let existing = table
                 .get(tenant.as_str(), key.as_str())
@@ -210,14 +265,13 @@ pub async fn claim_key(
                 .ok_or_else(|| {
                     TableError::Decode("idempotency key vanished after a conflict".into())
                 })?;
-            RequestId::parse(existing.get_str("RequestId").unwrap_or_default())
-                .map_err(|x| TableError::Decode(format!("IdempotencyKeys/{}: {x}", key.as_str())))
+            KeyOwner::from_entity(&existing)
         }
         Err(e) => Err(e),
     }
 }
 
-/// The request a key points at, if the key was seen before.
+/// The owner of a key, if the key was seen before.
 ///
 /// # Errors
 /// Storage failures.
@@ -225,9 +279,9 @@ pub async fn key_owner(
     table: &TableClient,
     tenant: &TenantId,
     key: &IdempotencyKey,
-) -> Result<Option<RequestId>, TableError> {
+) -> Result<Option<KeyOwner>, TableError> {
     Ok(table
         .get(tenant.as_str(), key.as_str())
         .await?
-        .and_then(|e| RequestId::parse(e.get_str("RequestId").unwrap_or_default()).ok()))
+        .and_then(|e| KeyOwner::from_entity(&e).ok()))
 }

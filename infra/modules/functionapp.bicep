@@ -54,6 +54,8 @@ param offboardExcludeTag string
 param offboardMaxPerRun int
 param incidentMinSeverity string
 param webhookHmacSecretName string
+param webhookAllowUnsigned bool
+param notifyWebhookSigningSecretName string
 param notifyTeamsSecretName string
 param notifyEmailFrom string
 param notifyEmailTo string
@@ -223,6 +225,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'WEBHOOK_HMAC_SECRET'
           value: webhookHmacSecretName
+        }
+        {
+          name: 'WEBHOOK_ALLOW_UNSIGNED'
+          value: string(webhookAllowUnsigned)
+        }
+        {
+          name: 'NOTIFY_WEBHOOK_SIGNING_SECRET'
+          value: notifyWebhookSigningSecretName
         }
         {
           name: 'NOTIFY_TEAMS_SECRET'
