@@ -133,6 +133,7 @@ impl fmt::Display for Actor {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

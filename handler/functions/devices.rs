@@ -6,9 +6,10 @@ use super::body::{JsonBody, truncate};
 use super::tenants::storage;
 use crate::app::AppState;
 use crate::clients::tables::{Continuation, Entity, IfMatch, TableClient, TableError, filter};
-use crate::domain::{MachineId, TenantId};
+use crate::domain::{Actor, MachineId, TenantId};
 use crate::error::ApiError;
 use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
+use crate::store::audit::{self, AuditEntry};
 use crate::store::devices::{self, DeviceRow, col};
 use crate::store::{self, names, tenants};
 
@@ -67,7 +68,7 @@ pub async fn handle(
                 &row.to_json(),
             )))
         }
-        ("PATCH", Some(m)) => patch(&table, &tenant, &m, req).await,
+        ("PATCH", Some(m)) => patch(state, &table, &tenant, &m, req).await,
         ("PATCH", None) => Err(ApiError::bad_request(
             "MissingMachineId",
             "PATCH needs a device: /api/devices/{tenantId}/{machineId}",
@@ -203,6 +204,7 @@ async fn list(
 }
 
 async fn patch(
+    state: &AppState,
     table: &TableClient,
     tenant: &TenantId,
     machine: &MachineId,
@@ -213,6 +215,7 @@ async fn patch(
     let offboard = body.opt_bool("offboard")?.ok_or_else(|| {
         ApiError::bad_request("MissingField", "offboard (true or false) is required")
     })?;
+    let actor = super::key_actor(req);
     // Two admins flipping the same flag: re-read and re-apply on a lost race.
     for _ in 0..3 {
         let row = devices::get(table, tenant, machine)
@@ -232,13 +235,21 @@ async fn patch(
             )));
         }
         let etag = row.entity.etag.clone();
-        let update = Entity::new(tenant.as_str(), machine.as_str()).with(col::OFFBOARD, offboard);
+        let mut update =
+            Entity::new(tenant.as_str(), machine.as_str()).with(col::OFFBOARD, offboard);
+        if offboard {
+            // The request the flag becomes says who asked (design §9.2).
+            update = update
+                .with(col::OFFBOARD_BY, actor.label())
+                .with(col::OFFBOARD_BY_ID, actor.object_id().unwrap_or_default());
+        }
         match table
             .update_merge(&update, etag.map_or(IfMatch::Any, IfMatch::Etag))
             .await
         {
             Ok(_) => {
-                tracing::info!(device.id = %machine, offboard, "offboard flag set");
+                tracing::info!(device.id = %machine, offboard, actor = %actor, "offboard flag set");
+                audit_flag(state, tenant, machine, offboard, &actor).await?;
                 let row = devices::get(table, tenant, machine)
                     .await
                     .map_err(storage)?
@@ -258,4 +269,31 @@ async fn patch(
         "the device kept changing while the flag was being set; retry",
         None,
     ))
+}
+
+/// The Audit row of a flag change, with its actor (design §9.2). Written after the flag: a
+/// retried PATCH whose flag already matches writes none, so one change has one row.
+async fn audit_flag(
+    state: &AppState,
+    tenant: &TenantId,
+    machine: &MachineId,
+    offboard: bool,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    let table = store::open(state.tables(), names::AUDIT)
+        .await
+        .map_err(storage)?;
+    let now = state.now();
+    let detail = format!(
+        "Offboard flag {} by {actor}",
+        if offboard { "set" } else { "cleared" }
+    );
+    let entry = AuditEntry::new("DeviceFlag", machine.as_str(), detail, now)
+        .by(actor)
+        .with("Offboard", offboard)
+        .with("MachineId", machine.as_str());
+    let unique = format!("flag-{machine}-{}", now.unix_timestamp_nanos());
+    audit::append(&table, tenant, &entry, &unique)
+        .await
+        .map_err(storage)
 }

@@ -5,6 +5,7 @@
 
 pub mod action_tracker;
 pub mod body;
+pub mod callers;
 pub mod devices;
 pub mod health;
 pub mod incident_watch;
@@ -139,6 +140,16 @@ pub const CATALOG: &[FunctionSpec] = &[
         outputs: &[RES, ("jobs", Some(queues::DEVICE_SYNC))],
     },
     FunctionSpec {
+        name: "Callers",
+        trigger_binding: HTTP,
+        trigger: Trigger::Http {
+            methods: &["get", "put", "delete"],
+            route: "callers/{callerId?}",
+            auth: AuthLevel::Admin,
+        },
+        outputs: &[RES],
+    },
+    FunctionSpec {
         name: "OffboardFlagged",
         trigger_binding: TIMER,
         trigger: Trigger::Timer {
@@ -220,6 +231,9 @@ pub async fn invoke(
         ("Tenants", TriggerData::Http(req)) => {
             Ok(http_answer(inv, tenants::handle(state, &req).await))
         }
+        ("Callers", TriggerData::Http(req)) => {
+            Ok(http_answer(inv, callers::handle(state, &req).await))
+        }
         ("Devices", TriggerData::Http(req)) => {
             Ok(http_answer(inv, devices::handle(state, &req).await))
         }
@@ -267,6 +281,11 @@ pub(crate) fn route_tenant(req: &HttpRequestData) -> Result<crate::domain::Tenan
         .map_err(|e| ApiError::bad_request("InvalidTenantId", e.to_string()))?;
     tracing::Span::current().record("tenant.id", tenant.as_str());
     Ok(tenant)
+}
+
+/// Who the host let in: the admin (master) key or a function key (design §9.2).
+pub(crate) fn key_actor(req: &HttpRequestData) -> crate::domain::Actor {
+    crate::domain::Actor::from_key_level(req.auth_level.as_deref())
 }
 
 /// Turns an HTTP use case's result into the invocation answer, errors included.

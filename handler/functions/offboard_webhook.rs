@@ -42,7 +42,7 @@ pub async fn handle(
             "the body is larger than {BODY_LIMIT} bytes"
         )));
     }
-    let key_actor = Actor::from_key_level(req.auth_level.as_deref());
+    let key_actor = super::key_actor(req);
     let auth = webhook::authenticate(
         state,
         &Credentials {

@@ -68,7 +68,7 @@ pub async fn handle(
             None => Err(unknown(&id)),
         },
         ("PUT", Some(id)) => put(state, &table, id, req).await,
-        ("DELETE", Some(id)) => disable(state, &table, &id).await,
+        ("DELETE", Some(id)) => disable(state, &table, &id, &super::key_actor(req)).await,
         ("PUT" | "DELETE", None) => Err(ApiError::bad_request(
             "MissingTenantId",
             "the route needs a tenant id: /api/tenants/{tenantId}",
@@ -197,6 +197,12 @@ async fn put(
             (200, tenant.enabled && !old.tenant.enabled)
         }
     };
+    let what = if status == 201 {
+        "registered"
+    } else {
+        "updated"
+    };
+    audit_change(state, &tenant, what, &super::key_actor(req)).await?;
     // The client secret may have been rotated along with this registration.
     state.services().credentials.forget(&tenant.auth);
     state.services().recent_tenants.forget(&id);
@@ -245,6 +251,7 @@ async fn disable(
     state: &AppState,
     table: &crate::clients::tables::TableClient,
     id: &TenantId,
+    actor: &crate::domain::Actor,
 ) -> Result<InvocationResponse, ApiError> {
     let Some(mut v) = tenants::get(table, id).await.map_err(storage)? else {
         return Err(unknown(id));
@@ -253,6 +260,7 @@ async fn disable(
         v.tenant.enabled = false;
         v.tenant.updated_at = state.now();
         update(table, &v.tenant, v.etag).await?;
+        audit_change(state, &v.tenant, "disabled", actor).await?;
         state.services().recent_tenants.forget(id);
         tracing::info!("tenant disabled; its data is kept");
     }
@@ -277,6 +285,36 @@ async fn update(
         )),
         Err(e) => Err(storage(e)),
     }
+}
+
+/// The Audit row of a tenant change, in the tenant's partition, with its actor (design §9.2).
+async fn audit_change(
+    state: &AppState,
+    tenant: &Tenant,
+    what: &str,
+    actor: &crate::domain::Actor,
+) -> Result<(), ApiError> {
+    use crate::store::audit::{self, AuditEntry};
+    let table = store::open(state.tables(), names::AUDIT)
+        .await
+        .map_err(storage)?;
+    let detail = format!(
+        "tenant {what} by {actor}: {} ({}, {})",
+        tenant.display_name,
+        tenant.auth.mode().as_str(),
+        if tenant.enabled {
+            "enabled"
+        } else {
+            "disabled"
+        }
+    );
+    let entry = AuditEntry::new("Tenant", tenant.id().as_str(), detail, tenant.updated_at)
+        .by(actor)
+        .with("Enabled", tenant.enabled);
+    let unique = format!("tenant-{}", tenant.updated_at.unix_timestamp_nanos());
+    audit::append(&table, tenant.id(), &entry, &unique)
+        .await
+        .map_err(storage)
 }
 
 fn to_json(t: &Tenant) -> Value {

@@ -202,7 +202,6 @@ impl DeviceRow {
 
     /// The camelCase JSON of the HTTP API.
     #[must_use]
-
     pub fn to_json(&self) -> Value {
         let e = &self.entity;
         let time = |c: &str| {
