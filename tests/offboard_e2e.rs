@@ -53,6 +53,15 @@ async fn seeded(options: Options) -> Env {
     env
 }
 
+/// These tests call the API unsigned, as a function-key holder: that needs
+/// `WEBHOOK_ALLOW_UNSIGNED=true` (design §9.1).
+fn unsigned_options() -> Options {
+    Options {
+        settings: vec![("WEBHOOK_ALLOW_UNSIGNED".into(), "true".into())],
+        ..Options::default()
+    }
+}
+
 fn signed_options() -> Options {
     Options {
         settings: vec![("WEBHOOK_HMAC_SECRET".into(), "webhook-hmac".into())],
@@ -115,7 +124,7 @@ async fn track(env: &Env, by: Duration) {
 
 #[tokio::test]
 async fn a_webhook_request_is_followed_to_succeeded_with_one_post() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     let (status, accepted) = post_offboard(
         &env,
         &json!({"tenantId": T1, "machineId": mid(1), "comment": "Leaver HR-4471", "requestedBy": "itsm@contoso.com"}),
@@ -136,6 +145,10 @@ async fn a_webhook_request_is_followed_to_succeeded_with_one_post() {
     assert_eq!(
         submitted["source"], "api",
         "an unsigned call is an API request"
+    );
+    assert_eq!(
+        submitted["actor"], "function-key",
+        "an unsigned call's actor is the key holder"
     );
     // A first attempt costs one Defender call (the POST): no lookup of earlier actions.
     let lookups = env
@@ -171,7 +184,7 @@ async fn a_webhook_request_is_followed_to_succeeded_with_one_post() {
 
 #[tokio::test]
 async fn defenders_400_message_is_recorded_verbatim_on_the_request_and_the_device() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     // Defender now reports the device as Linux, which its offboard API refuses.
     env.sim
         .update_machine(T1, &mid(2), |m| m.os_platform = Some("Linux".into()));
@@ -205,7 +218,7 @@ async fn defenders_400_message_is_recorded_verbatim_on_the_request_and_the_devic
 
 #[tokio::test]
 async fn repeats_with_one_idempotency_key_make_one_request_and_one_post() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     let body = json!({"tenantId": T1, "machineId": mid(3), "idempotencyKey": "CHG0012345"});
     let (first, a) = post_offboard(&env, &body).await;
     assert_eq!(first, 202, "{a}");
@@ -263,8 +276,67 @@ async fn repeats_with_one_idempotency_key_make_one_request_and_one_post() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_belongs_to_one_device_and_one_dry_run() {
+    let env = seeded(unsigned_options()).await;
+    let key = "CHG0055555";
+    let (status, first) = post_offboard(
+        &env,
+        &json!({"tenantId": T1, "machineId": mid(1), "idempotencyKey": key, "dryRun": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "a dry run: {first}");
+    let rows_before = (
+        env.rows("OffboardRequests", T1).await.len(),
+        env.rows("Audit", T1).await.len(),
+        env.rows("IdempotencyKeys", T1).await.len(),
+    );
+    // The same key for the real request, or for another device: 409, nothing written.
+    for (body, what) in [
+        (
+            json!({"tenantId": T1, "machineId": mid(1), "idempotencyKey": key}),
+            "dryRun differs",
+        ),
+        (
+            json!({"tenantId": T1, "machineId": mid(2), "idempotencyKey": key, "dryRun": true}),
+            "another device",
+        ),
+        (
+            json!({"tenantId": T1, "deviceName": "pc-01", "idempotencyKey": key, "dryRun": true}),
+            "another selector",
+        ),
+    ] {
+        let (status, e) = post_offboard(&env, &body).await;
+        assert_eq!(status, 409, "{what}: {e}");
+        assert_eq!(e["error"]["code"], "IdempotencyKeyReused", "{what}: {e}");
+    }
+    assert_eq!(
+        (
+            env.rows("OffboardRequests", T1).await.len(),
+            env.rows("Audit", T1).await.len(),
+            env.rows("IdempotencyKeys", T1).await.len(),
+        ),
+        rows_before,
+        "a reused key writes nothing"
+    );
+    // The same request again: 200 and the first request.
+    let (status, again) = post_offboard(
+        &env,
+        &json!({"tenantId": T1, "machineId": mid(1), "idempotencyKey": key, "dryRun": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["requestId"], first["requestId"]);
+    env.settle().await;
+    assert_eq!(
+        env.sim.offboard_posts().len(),
+        0,
+        "nothing reached Defender"
+    );
+}
+
+#[tokio::test]
 async fn a_redelivered_job_and_a_crash_after_the_post_never_offboard_twice() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     let (_, a) = post_offboard(&env, &json!({"tenantId": T1, "machineId": mid(5)})).await;
     let id = a["requestId"].as_str().expect("id").to_owned();
     env.settle().await;
@@ -320,7 +392,7 @@ async fn a_redelivered_job_and_a_crash_after_the_post_never_offboard_twice() {
 
 #[tokio::test]
 async fn device_resolution_and_policy_refusals_answer_404_409_422() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     let cases = [
         (
             json!({"tenantId": T1, "deviceName": "twin.contoso.com"}),
@@ -402,7 +474,7 @@ async fn device_resolution_and_policy_refusals_answer_404_409_422() {
 
 #[tokio::test]
 async fn a_dry_run_is_recorded_and_never_calls_defender() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     let (status, r) = post_offboard(
         &env,
         &json!({"tenantId": T1, "machineId": mid(1), "dryRun": true}),
@@ -456,7 +528,12 @@ async fn bad_stale_and_replayed_signatures_are_401_and_write_nothing() {
     assert_eq!(status, 401, "replayed: {e}");
     env.settle().await;
     let id = ok["requestId"].as_str().expect("id");
-    assert_eq!(status_of(&env, id).await["source"], "webhook");
+    let signed = status_of(&env, id).await;
+    assert_eq!(signed["source"], "webhook");
+    assert_eq!(
+        signed["actor"], "caller:default",
+        "WEBHOOK_HMAC_SECRET signs as the built-in caller"
+    );
 
     // Replays without an idempotency key: of a real request, of a dry run, of a refusal.
     // Each first call gets its answer, each replay 401 and no new row.
@@ -508,6 +585,7 @@ async fn flagged_devices_become_requests_within_the_cap_and_flags_are_reset() {
         ..Options::default()
     })
     .await;
+    let audited_before = env.rows("Audit", T1).await.len();
     for n in [1u32, 2, 3, 6] {
         let (status, d) = env
             .call(
@@ -532,6 +610,31 @@ async fn flagged_devices_become_requests_within_the_cap_and_flags_are_reset() {
     let requests = env.rows("OffboardRequests", T1).await;
     assert_eq!(requests.len(), 3, "the rest the next run; macOS is refused");
     assert!(requests.iter().all(|r| r.get_str("Source") == Some("flag")));
+    // The request says who set the flag (the function-key holder), not only the timer.
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.get_str("Actor") == Some("function-key")),
+        "{requests:?}"
+    );
+    let id = requests[0].row_key.clone();
+    let status = status_of(&env, &id).await;
+    assert_eq!(status["actor"], "function-key", "{status}");
+    // Each PATCH wrote one Audit row with its actor.
+    let flags: Vec<_> = env
+        .rows("Audit", T1)
+        .await
+        .into_iter()
+        .filter(|r| r.get_str("Kind") == Some("DeviceFlag"))
+        .collect();
+    assert_eq!(flags.len(), 4, "{flags:?}");
+    assert!(
+        flags
+            .iter()
+            .all(|r| r.get_str("Actor") == Some("function-key")),
+        "{flags:?}"
+    );
+    assert!(env.rows("Audit", T1).await.len() > audited_before);
     for n in [1u32, 2, 3, 6] {
         let d = env.row("Devices", T1, &mid(n)).await.expect("device");
         assert_eq!(d.get_bool("Offboard"), Some(false), "flag reset on {n}");
@@ -547,7 +650,7 @@ async fn flagged_devices_become_requests_within_the_cap_and_flags_are_reset() {
 
 #[tokio::test]
 async fn an_offline_device_stays_pending_for_days_until_defender_times_the_action_out() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     let (_, a) = post_offboard(&env, &json!({"tenantId": T1, "machineId": mid(10)})).await;
     let id = a["requestId"].as_str().expect("id").to_owned();
     env.settle().await;
@@ -566,7 +669,7 @@ async fn an_offline_device_stays_pending_for_days_until_defender_times_the_actio
 
 #[tokio::test]
 async fn throttling_is_waited_out_and_every_request_still_succeeds() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     env.sim.inject_fault(
         RouteFamily::Offboard,
         Fault::Throttle {
@@ -600,7 +703,7 @@ async fn throttling_is_waited_out_and_every_request_still_succeeds() {
 
 #[tokio::test]
 async fn another_tenants_request_is_not_found() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     let (_, a) = post_offboard(
         &env,
         &json!({"tenantId": T2, "machineId": mid(100), "dryRun": true}),
@@ -619,7 +722,7 @@ async fn another_tenants_request_is_not_found() {
 
 #[tokio::test]
 async fn the_tracker_follows_many_requests_with_one_list_call() {
-    let env = seeded(Options::default()).await;
+    let env = seeded(unsigned_options()).await;
     let mut ids = Vec::new();
     for n in 1..=5u32 {
         let (status, a) = post_offboard(&env, &json!({"tenantId": T1, "machineId": mid(n)})).await;
