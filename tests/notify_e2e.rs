@@ -25,6 +25,8 @@ const TO: &str = "secops@contoso.com";
 // Secrets: none may appear in handler logs or Outbox rows.
 const TEAMS_SIG: &str = "teamsSig5ecretQz81";
 const HMAC_KEY: &str = "hmacKey5ecretWx42";
+/// The outbound events' own key (`NOTIFY_WEBHOOK_SIGNING_SECRET`), not the inbound one.
+const EVENTS_KEY: &str = "eventsKey5ecretQz97";
 const HOME_SECRET: &str = "homeApp5ecretVb77";
 const TEAMS_PATH: &str = "teams/workflows/wf-secops";
 const SINK_ID: &str = "hook-7f3a9c";
@@ -57,6 +59,10 @@ async fn start(ch: Channels) -> Env {
     ];
     if ch.sign {
         settings.push(("WEBHOOK_HMAC_SECRET".into(), "webhook-hmac".into()));
+        settings.push((
+            "NOTIFY_WEBHOOK_SIGNING_SECRET".into(),
+            "events-signing".into(),
+        ));
     }
     let env = Env::start_with(Options {
         settings,
@@ -68,6 +74,7 @@ async fn start(ch: Channels) -> Env {
     env.sim
         .set_secret("notify-webhook", env.sim.sink_url(SINK_ID).as_str());
     env.sim.set_secret("webhook-hmac", HMAC_KEY);
+    env.sim.set_secret("events-signing", EVENTS_KEY);
     let mut app = AppRegistration::with_secret(&home, HOME_APP, HOME_SECRET);
     if !ch.mail_send {
         app.graph_roles.clear();
@@ -228,13 +235,29 @@ fn events(env: &Env) -> Vec<Value> {
 /// No secret in the handler's logs, nor in any Outbox row.
 async fn assert_no_secrets(env: &Env, notes: &[Note]) {
     let logs = env.host.handler_log_text();
-    for secret in [TEAMS_SIG, HMAC_KEY, HOME_SECRET, TEAMS_PATH, SINK_ID, "eyJ"] {
+    for secret in [
+        TEAMS_SIG,
+        HMAC_KEY,
+        EVENTS_KEY,
+        HOME_SECRET,
+        TEAMS_PATH,
+        SINK_ID,
+        "eyJ",
+    ] {
         assert!(!logs.contains(secret), "'{secret}' in the handler logs");
     }
     for n in notes {
         let row = outbox_row(env, n).await;
         let text = format!("{:?}", row.props);
-        for secret in [TEAMS_SIG, HMAC_KEY, HOME_SECRET, TEAMS_PATH, SINK_ID, "eyJ"] {
+        for secret in [
+            TEAMS_SIG,
+            HMAC_KEY,
+            EVENTS_KEY,
+            HOME_SECRET,
+            TEAMS_PATH,
+            SINK_ID,
+            "eyJ",
+        ] {
             assert!(!text.contains(secret), "'{secret}' in Outbox {}", n.id);
         }
     }
@@ -369,19 +392,27 @@ async fn every_kind_of_note_reaches_teams_email_and_the_webhook_with_its_content
         );
     }
 
-    // Webhook: one signed JSON event per note, verifiable with the shared key.
+    // Webhook: one signed JSON event per note, verifiable with the events' own key and
+    // never with the key that authorises offboarding (design §9.1).
     let sink = env.sim.sink_events();
     assert_eq!(sink.len(), notes.len());
     for e in &sink {
         assert_eq!(e.sink_id, SINK_ID);
-        defender_ops::domain::signature::verify(
-            HMAC_KEY.as_bytes(),
-            e.header("x-signature"),
-            e.header("x-signature-timestamp"),
-            e.body.as_bytes(),
-            OffsetDateTime::now_utc().unix_timestamp(),
-        )
-        .expect("a valid signature");
+        let verify = |key: &str| {
+            defender_ops::domain::signature::verify(
+                key.as_bytes(),
+                e.header("x-signature"),
+                e.header("x-signature-timestamp"),
+                e.body.as_bytes(),
+                OffsetDateTime::now_utc().unix_timestamp(),
+            )
+        };
+        verify(EVENTS_KEY).expect("a valid signature under NOTIFY_WEBHOOK_SIGNING_SECRET");
+        assert_eq!(
+            verify(HMAC_KEY),
+            Err(defender_ops::domain::signature::SignatureError::Mismatch),
+            "an outbound event must not verify under the inbound key"
+        );
     }
     let events = events(&env);
     for n in &notes {
