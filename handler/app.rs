@@ -178,10 +178,16 @@ impl AppState {
     /// # Errors
     /// When the budget can't be opened.
     pub async fn defender(&self, tenant: &Tenant) -> anyhow::Result<DefenderClient> {
-        let base = tenant
-            .defender_api_base
-            .clone()
-            .unwrap_or_else(|| self.inner.config.defender_api_base.clone());
+        let configured = &self.inner.config.defender_api_base;
+        let base = match &tenant.defender_api_base {
+            // A row written before the allow-list (or by hand) never receives a token.
+            Some(base) => {
+                crate::domain::api_base::check_defender_api_base(base, configured)
+                    .with_context(|| format!("tenant {}", tenant.auth.tenant_id()))?;
+                base.clone()
+            }
+            None => configured.clone(),
+        };
         Ok(DefenderClient::new(
             self.inner.http.clone(),
             DefenderSettings::new(base),

@@ -1,6 +1,7 @@
 //! Validated types and pure logic (sync rules, duplicates, request states); no I/O here.
 
 pub mod actor;
+pub mod api_base;
 pub mod channel;
 pub mod device;
 pub mod duplicates;
