@@ -245,10 +245,47 @@ async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing(
             .await;
         assert_eq!(status, 400, "{body}: {answer}");
     }
+    // The tenant's Defender token goes to defenderApiBase: Microsoft's hosts and the
+    // configured DEFENDER_API_BASE only.
+    let sim_port = url::Url::parse(&env.sim.url(""))
+        .expect("sim url")
+        .port()
+        .unwrap_or(443);
+    for base in [
+        "https://attacker.example".to_owned(),
+        "https://api.security.microsoft.com.attacker.example".to_owned(),
+        "https://attacker.example/api.security.microsoft.com".to_owned(),
+        "https://api.securitycenter.microsoft.com:8443".to_owned(),
+        format!("https://127.0.0.1:{}", sim_port.wrapping_add(1)),
+        "https://user:pw@api.security.microsoft.com".to_owned(),
+    ] {
+        let body = json!({"displayName": "x", "clientId": APP1, "authMode": "federated", "defenderApiBase": base});
+        let (status, answer) = env
+            .admin(Method::PUT, &format!("tenants/{T1}"), Some(&body))
+            .await;
+        assert_eq!(status, 400, "{base}: {answer}");
+        assert!(
+            answer["error"]["code"] == "DefenderApiBaseNotAllowed"
+                || answer["error"]["code"] == "InvalidField",
+            "{base}: {answer}"
+        );
+    }
 
     let after = snapshot(&env).await;
     let changed: Vec<_> = after.symmetric_difference(&before).collect();
     assert!(changed.is_empty(), "bad input changed tables: {changed:?}");
+
+    // The simulator's own host (DEFENDER_API_BASE) and Microsoft's are accepted.
+    for base in [
+        env.sim.url(""),
+        "https://api-gov.securitycenter.microsoft.us".to_owned(),
+    ] {
+        let body = json!({"displayName": "x", "clientId": APP1, "authMode": "federated", "defenderApiBase": base});
+        let (status, answer) = env
+            .admin(Method::PUT, &format!("tenants/{T1}"), Some(&body))
+            .await;
+        assert_eq!(status, 200, "{base}: {answer}");
+    }
 }
 
 #[tokio::test]
