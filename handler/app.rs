@@ -57,6 +57,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// Tenants recently read as enabled (the webhook's hot path).
     pub recent_tenants: crate::store::tenants::RecentlyEnabled,
+    /// The last readiness probe (storage, Key Vault), shared by health calls for a while.
+    pub readiness: crate::functions::health::ReadinessCache,
 }
 
 /// The time source; tests of time-dependent rules use a fixed one.
@@ -130,6 +132,7 @@ impl AppState {
                 recent_tenants: crate::store::tenants::RecentlyEnabled::new(
                     std::time::Duration::from_secs(30),
                 ),
+                readiness: crate::functions::health::ReadinessCache::default(),
             }),
         })
     }
