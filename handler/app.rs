@@ -141,6 +141,39 @@ impl AppState {
         &self.inner.config
     }
 
+    /// Start-up check of `WEBHOOK_HMAC_SECRET`: a key under 32 bytes stops the handler with
+    /// an error naming the setting. A vault that can't be read now (or a secret not created
+    /// yet) is only logged: the key is checked again where it is used.
+    ///
+    /// # Errors
+    /// The key is too short.
+    pub async fn check_signing_key(&self) -> anyhow::Result<()> {
+        use secrecy::ExposeSecret;
+        let (Some(name), Some(vault)) = (&self.inner.config.webhook_hmac_secret, self.vault())
+        else {
+            return Ok(());
+        };
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), vault.get(name)).await;
+        match read {
+            Ok(Ok(key)) => {
+                crate::domain::signature::check_key_length(key.value.expose_secret().as_bytes())
+                    .map_err(|e| {
+                        anyhow::anyhow!("WEBHOOK_HMAC_SECRET (Key Vault secret '{name}'): {e}")
+                    })
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "WEBHOOK_HMAC_SECRET can't be read at start-up; its length is checked on first use");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "WEBHOOK_HMAC_SECRET: Key Vault did not answer at start-up; the key's length is checked on first use"
+                );
+                Ok(())
+            }
+        }
+    }
+
     pub fn tables(&self) -> &TableService {
         &self.inner.tables
     }

@@ -287,7 +287,7 @@ async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing(
 
 #[tokio::test]
 async fn known_secret_values_never_reach_a_log_line_or_a_stored_row() {
-    const HMAC_KEY: &str = "hmac-key-7f1e0c9a5b3d4e2f";
+    const HMAC_KEY: &str = "hmac-key-7f1e0c9a5b3d4e2f-8a6c4e2f0b1d3f57";
     const TEAMS_SIG: &str = "teams-sig-a1b2c3d4e5f6";
     let env = Env::start_with(Options {
         settings: vec![

@@ -23,6 +23,29 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// The shortest HMAC key accepted: 32 bytes, SHA-256's output size (RFC 2104 §3: shorter
+/// keys weaken the MAC).
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// An HMAC key shorter than [`MIN_KEY_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the HMAC key is {0} bytes long; at least 32 bytes are required (e.g. `openssl rand -base64 32`)"
+)]
+pub struct KeyTooShort(pub usize);
+
+/// Refuses keys under [`MIN_KEY_BYTES`].
+///
+/// # Errors
+/// [`KeyTooShort`] with the key's length.
+pub fn check_key_length(key: &[u8]) -> Result<(), KeyTooShort> {
+    if key.len() < MIN_KEY_BYTES {
+        Err(KeyTooShort(key.len()))
+    } else {
+        Ok(())
+    }
+}
+
 /// Signs `body` at `timestamp`: the value of `X-Signature`.
 #[must_use]
 pub fn sign(key: &[u8], timestamp: i64, body: &[u8]) -> String {
@@ -157,6 +180,13 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn keys_under_32_bytes_are_refused() {
+        assert_eq!(check_key_length(&[7; 31]), Err(KeyTooShort(31)));
+        assert_eq!(check_key_length(b""), Err(KeyTooShort(0)));
+        assert_eq!(check_key_length(&[7; 32]), Ok(()));
     }
 
     #[test]

@@ -303,6 +303,11 @@ async fn verify_signature(
             ApiError::Internal(anyhow::Error::new(e).context("reading the webhook signing key"))
         }
     })?;
+    signature::check_key_length(key.value.expose_secret().as_bytes()).map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!(
+            "WEBHOOK_HMAC_SECRET ('{secret_name}'): {e}"
+        ))
+    })?;
     let now = state.now().unix_timestamp();
     signature::verify(
         key.value.expose_secret().as_bytes(),

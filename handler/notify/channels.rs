@@ -241,6 +241,8 @@ pub async fn send_webhook(state: &AppState, body: &Value) -> Result<(), ChannelE
             let key = vault.get(key_name).await.map_err(|e| {
                 ChannelError(format!("reading the WEBHOOK_HMAC_SECRET secret: {e}"))
             })?;
+            crate::domain::signature::check_key_length(key.value.expose_secret().as_bytes())
+                .map_err(|e| ChannelError(format!("WEBHOOK_HMAC_SECRET ('{key_name}'): {e}")))?;
             let ts = state.now().unix_timestamp();
             let sig = event::signature(key.value.expose_secret().as_bytes(), ts, &bytes);
             headers.push((event::SIGNATURE_HEADER, sig));
