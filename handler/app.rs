@@ -57,6 +57,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// Tenants recently read as enabled (the webhook's hot path).
     pub recent_tenants: crate::store::tenants::RecentlyEnabled,
+    /// The last readiness probe (storage, Key Vault), shared by health calls for a while.
+    pub readiness: crate::functions::health::ReadinessCache,
 }
 
 /// The time source; tests of time-dependent rules use a fixed one.
@@ -130,12 +132,46 @@ impl AppState {
                 recent_tenants: crate::store::tenants::RecentlyEnabled::new(
                     std::time::Duration::from_secs(30),
                 ),
+                readiness: crate::functions::health::ReadinessCache::default(),
             }),
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Start-up check of `WEBHOOK_HMAC_SECRET`: a key under 32 bytes stops the handler with
+    /// an error naming the setting. A vault that can't be read now (or a secret not created
+    /// yet) is only logged: the key is checked again where it is used.
+    ///
+    /// # Errors
+    /// The key is too short.
+    pub async fn check_signing_key(&self) -> anyhow::Result<()> {
+        use secrecy::ExposeSecret;
+        let (Some(name), Some(vault)) = (&self.inner.config.webhook_hmac_secret, self.vault())
+        else {
+            return Ok(());
+        };
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), vault.get(name)).await;
+        match read {
+            Ok(Ok(key)) => {
+                crate::domain::signature::check_key_length(key.value.expose_secret().as_bytes())
+                    .map_err(|e| {
+                        anyhow::anyhow!("WEBHOOK_HMAC_SECRET (Key Vault secret '{name}'): {e}")
+                    })
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "WEBHOOK_HMAC_SECRET can't be read at start-up; its length is checked on first use");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "WEBHOOK_HMAC_SECRET: Key Vault did not answer at start-up; the key's length is checked on first use"
+                );
+                Ok(())
+            }
+        }
     }
 
     pub fn tables(&self) -> &TableService {
@@ -178,10 +214,16 @@ impl AppState {
     /// # Errors
     /// When the budget can't be opened.
     pub async fn defender(&self, tenant: &Tenant) -> anyhow::Result<DefenderClient> {
-        let base = tenant
-            .defender_api_base
-            .clone()
-            .unwrap_or_else(|| self.inner.config.defender_api_base.clone());
+        let configured = &self.inner.config.defender_api_base;
+        let base = match &tenant.defender_api_base {
+            // A row written before the allow-list (or by hand) never receives a token.
+            Some(base) => {
+                crate::domain::api_base::check_defender_api_base(base, configured)
+                    .with_context(|| format!("tenant {}", tenant.auth.tenant_id()))?;
+                base.clone()
+            }
+            None => configured.clone(),
+        };
         Ok(DefenderClient::new(
             self.inner.http.clone(),
             DefenderSettings::new(base),

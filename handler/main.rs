@@ -66,6 +66,7 @@ async fn serve() -> ExitCode {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(config)?;
+    state.check_signing_key().await?;
     let app = Application::build(state).await?;
     tracing::info!(port = app.port(), "listening on 127.0.0.1");
     app.run_until_stopped(shutdown_signal()).await

@@ -350,15 +350,49 @@ async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing(
             .await;
         assert_eq!(status, 400, "{body}: {answer}");
     }
+    // The tenant's Defender token goes to defenderApiBase: Microsoft's hosts and the
+    // configured DEFENDER_API_BASE only.
+    let sim_port = env.sim.url("").port().unwrap_or(443);
+    for base in [
+        "https://attacker.example".to_owned(),
+        "https://api.security.microsoft.com.attacker.example".to_owned(),
+        "https://attacker.example/api.security.microsoft.com".to_owned(),
+        "https://api.securitycenter.microsoft.com:8443".to_owned(),
+        format!("https://127.0.0.1:{}", sim_port.wrapping_add(1)),
+        "https://user:pw@api.security.microsoft.com".to_owned(),
+    ] {
+        let body = json!({"displayName": "x", "clientId": APP1, "authMode": "federated", "defenderApiBase": base});
+        let (status, answer) = env
+            .admin(Method::PUT, &format!("tenants/{T1}"), Some(&body))
+            .await;
+        assert_eq!(status, 400, "{base}: {answer}");
+        assert!(
+            answer["error"]["code"] == "DefenderApiBaseNotAllowed"
+                || answer["error"]["code"] == "InvalidField",
+            "{base}: {answer}"
+        );
+    }
 
     let after = snapshot(&env).await;
     let changed: Vec<_> = after.symmetric_difference(&before).collect();
     assert!(changed.is_empty(), "bad input changed tables: {changed:?}");
+
+    // The simulator's own host (DEFENDER_API_BASE) and Microsoft's are accepted.
+    for base in [
+        env.sim.url("").to_string(),
+        "https://api-gov.securitycenter.microsoft.us".to_owned(),
+    ] {
+        let body = json!({"displayName": "x", "clientId": APP1, "authMode": "federated", "defenderApiBase": base});
+        let (status, answer) = env
+            .admin(Method::PUT, &format!("tenants/{T1}"), Some(&body))
+            .await;
+        assert_eq!(status, 200, "{base}: {answer}");
+    }
 }
 
 #[tokio::test]
 async fn known_secret_values_never_reach_a_log_line_or_a_stored_row() {
-    const HMAC_KEY: &str = "hmac-key-7f1e0c9a5b3d4e2f";
+    const HMAC_KEY: &str = "hmac-key-7f1e0c9a5b3d4e2f-8a6c4e2f0b1d3f57";
     const TEAMS_SIG: &str = "teams-sig-a1b2c3d4e5f6";
     const CALLER_KEY: &str = "caller-key-5e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b";
     let env = Env::start_with(Options {

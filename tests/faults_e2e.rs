@@ -33,6 +33,10 @@ struct Outcome {
     duplicate_notes: usize,
     missing_notes: usize,
     devices_differ: usize,
+    /// Handler processes started beyond the first (only the SIGKILL scenario kills one).
+    restarts: u64,
+    /// Lines of the handler's output that report a panic.
+    panics: usize,
     seconds: f64,
 }
 
@@ -184,6 +188,21 @@ async fn check(
             .iter()
             .filter(|(k, v)| stored.get(*k) != Some(v))
             .count();
+    o.restarts = env.host.handler_starts().saturating_sub(1);
+    o.panics = env
+        .host
+        .handler_log_text()
+        .lines()
+        .filter(|l| l.contains("panicked"))
+        .count();
+    // Alive and answering after everything the scenario threw at it.
+    let health = env
+        .http
+        .get(env.url("health"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16());
+    assert_eq!(health.ok(), Some(200), "{scenario}: /api/health after");
     o.seconds = started.elapsed().as_secs_f64();
     o
 }
@@ -198,6 +217,47 @@ async fn scenario_faults(name: &'static str, faults: &[(RouteFamily, Fault)]) ->
     let ids = request_all(&env, &machines).await;
     drive(&env, &ids, 8).await;
     check(&env, name, &machines, &ids, started).await
+}
+
+/// Hostile answers during a sync and an offboard: `Retry-After` values that overflow a
+/// `Duration` or make no sense, and bodies over the clients' limits. Each fails at most one
+/// invocation (the queue retries it later) or is waited out as an unparseable header.
+async fn scenario_hostile_answers(
+    name: &'static str,
+    faults: Vec<(RouteFamily, Fault)>,
+) -> Outcome {
+    let env = env_with(6, false).await;
+    let started = Instant::now();
+    for (family, fault) in &faults {
+        env.sim.inject_fault(*family, fault.clone());
+    }
+    let sync_faults = faults
+        .iter()
+        .filter(|(f, _)| *f == RouteFamily::Machines)
+        .count();
+    let run = env.host.fire_timer("SyncScheduler").await.expect("timer");
+    assert!(run.succeeded(), "{name}: {:?}", run.result);
+    env.settle().await;
+    assert!(
+        env.sim
+            .requests()
+            .iter()
+            .filter(|r| r.family == Some(RouteFamily::Machines))
+            .count()
+            > sync_faults,
+        "{name}: the sync read past the hostile answers"
+    );
+    let machines: Vec<u32> = (1..=5).collect();
+    let ids = request_all(&env, &machines).await;
+    drive(&env, &ids, 8).await;
+    check(&env, name, &machines, &ids, started).await
+}
+
+fn raw(retry_after: &str) -> Fault {
+    Fault::ThrottleRaw {
+        retry_after: retry_after.into(),
+        count: 1,
+    }
 }
 
 async fn scenario_slow_post() -> Outcome {
@@ -450,18 +510,63 @@ async fn fault_injection_loses_nothing_and_does_nothing_twice() {
         scenario_handler_killed_after_post(),
         scenario_redelivery(),
         scenario_poison(),
+        scenario_hostile_answers(
+            "hostile Retry-After (1e20, 23 digits, year 9999, -5, garbage)",
+            vec![
+                (RouteFamily::Machines, raw("1e20")),
+                (RouteFamily::Machines, raw("12345678901234567890123")),
+                (RouteFamily::Machines, raw("soon")),
+                (RouteFamily::Offboard, raw("1e20")),
+                (RouteFamily::Offboard, raw("-5")),
+                (
+                    RouteFamily::MachineActions,
+                    raw("Fri, 31 Dec 9999 23:59:59 GMT")
+                ),
+                (RouteFamily::MachineActions, raw("1.7976931348623157e308")),
+                (RouteFamily::Teams, raw("99999999999999999999999")),
+                (RouteFamily::Teams, raw("1e20")),
+            ],
+        ),
+        scenario_hostile_answers(
+            "oversized answers (80 MiB page, 70 MiB action list)",
+            vec![
+                (
+                    RouteFamily::Machines,
+                    Fault::Oversize {
+                        bytes: 80 << 20,
+                        count: 1
+                    }
+                ),
+                (
+                    RouteFamily::MachineActions,
+                    Fault::Oversize {
+                        bytes: 70 << 20,
+                        count: 1
+                    }
+                ),
+            ],
+        ),
     );
     let outcomes = [
-        outcomes.0, outcomes.1, outcomes.2, outcomes.3, outcomes.4, outcomes.5, outcomes.6,
-        outcomes.7, outcomes.8,
+        outcomes.0,
+        outcomes.1,
+        outcomes.2,
+        outcomes.3,
+        outcomes.4,
+        outcomes.5,
+        outcomes.6,
+        outcomes.7,
+        outcomes.8,
+        outcomes.9,
+        outcomes.10,
     ];
     println!(
-        "\n| scenario | requests | lost | duplicate POSTs | duplicate notifications | missing notifications | devices ≠ Defender | s |"
+        "\n| scenario | requests | lost | duplicate POSTs | duplicate notifications | missing notifications | devices ≠ Defender | handler restarts | panics | s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for o in &outcomes {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} |",
             o.scenario,
             o.requests,
             o.lost,
@@ -469,6 +574,8 @@ async fn fault_injection_loses_nothing_and_does_nothing_twice() {
             o.duplicate_notes,
             o.missing_notes,
             o.devices_differ,
+            o.restarts,
+            o.panics,
             o.seconds
         );
     }
@@ -494,5 +601,9 @@ async fn fault_injection_loses_nothing_and_does_nothing_twice() {
             "{}: stored devices differ from Defender",
             o.scenario
         );
+        assert_eq!(o.panics, 0, "{}: the handler panicked", o.scenario);
+        if !o.scenario.contains("SIGKILL") {
+            assert_eq!(o.restarts, 0, "{}: the handler process died", o.scenario);
+        }
     }
 }

@@ -24,9 +24,9 @@ const FROM: &str = "defender-ops@contoso.com";
 const TO: &str = "secops@contoso.com";
 // Secrets: none may appear in handler logs or Outbox rows.
 const TEAMS_SIG: &str = "teamsSig5ecretQz81";
-const HMAC_KEY: &str = "hmacKey5ecretWx42";
+const HMAC_KEY: &str = "hmacKey5ecretWx42-0123456789abcdef";
 /// The outbound events' own key (`NOTIFY_WEBHOOK_SIGNING_SECRET`), not the inbound one.
-const EVENTS_KEY: &str = "eventsKey5ecretQz97";
+const EVENTS_KEY: &str = "eventsKey5ecretQz97-fedcba9876543210";
 const HOME_SECRET: &str = "homeApp5ecretVb77";
 const TEAMS_PATH: &str = "teams/workflows/wf-secops";
 const SINK_ID: &str = "hook-7f3a9c";

@@ -19,13 +19,17 @@ use url::Url;
 use super::budget::{Budget, BudgetError};
 use super::credentials::{AuthError, CredentialProvider, Scope, TenantAuth};
 use super::http::{
-    Answer, NoAnswer, RetryPolicy, is_retryable_status, nullable, read_answer, rebase_link,
-    retry_after, send_with_retry, string_enum,
+    Answer, NoAnswer, PageLimit, RetryPolicy, body_limit, is_retryable_status, nullable,
+    read_answer, rebase_link, retry_after, send_with_retry, string_enum,
 };
 use crate::domain::MachineId;
 
 /// The largest `$top` MDE accepts on `/api/machines` and `/api/machineactions`.
 pub const MAX_PAGE_SIZE: u32 = 10_000;
+
+/// The most pages one listing reads (10 million machines at 10,000 a page): a server that
+/// keeps sending `@odata.nextLink`s ends the listing with [`DefenderError::Protocol`].
+pub const MAX_PAGES: u32 = 1_000;
 
 /// Where and how to call MDE.
 #[derive(Debug, Clone)]
@@ -622,40 +626,47 @@ impl DefenderClient {
             url
         };
         let first = page_url(0);
-        futures::stream::try_unfold(Cursor::Next(first, 0), move |cursor| {
-            let page_url = page_url.clone();
-            async move {
-                let Cursor::Next(url, seen) = cursor else {
-                    return Ok(None);
-                };
-                let answer = self.send(Method::GET, url, None, None).await?;
-                if answer.status == StatusCode::NOT_FOUND
-                    && seen == 0
-                    && parse_mde_error(&answer.body).is_some()
-                {
-                    tracing::info!(tenant.id = %self.tenant.tenant_id(), "Defender reports no machines");
-                    return Ok(None);
+        let pages = PageLimit::new(MAX_PAGES);
+        futures::stream::try_unfold(
+            (Cursor::Next(first, 0), pages),
+            move |(cursor, mut pages)| {
+                let page_url = page_url.clone();
+                async move {
+                    let Cursor::Next(url, seen) = cursor else {
+                        return Ok(None);
+                    };
+                    pages
+                        .next(&url)
+                        .map_err(|message| DefenderError::Protocol { message })?;
+                    let answer = self.send(Method::GET, url, None, None).await?;
+                    if answer.status == StatusCode::NOT_FOUND
+                        && seen == 0
+                        && parse_mde_error(&answer.body).is_some()
+                    {
+                        tracing::info!(tenant.id = %self.tenant.tenant_id(), "Defender reports no machines");
+                        return Ok(None);
+                    }
+                    let page: ODataPage<T> = self.decode_page(answer).await?;
+                    let count = page.value.len() as u64;
+                    let seen = seen + count;
+                    let next = match page.next_link {
+                        _ if count == 0 => Cursor::Done,
+                        Some(link) => match rebase_link(&self.settings.base_url, &link) {
+                            Some(url) => Cursor::Next(url, seen),
+                            None => {
+                                return Err(DefenderError::Protocol {
+                                    message: "unusable @odata.nextLink".into(),
+                                });
+                            }
+                        },
+                        None if count >= u64::from(top) => Cursor::Next(page_url(seen), seen),
+                        None => Cursor::Done,
+                    };
+                    tracing::debug!(tenant.id = %self.tenant.tenant_id(), machines = count, "read a page of machines");
+                    Ok(Some((page.value, (next, pages))))
                 }
-                let page: ODataPage<T> = self.decode_page(answer).await?;
-                let count = page.value.len() as u64;
-                let seen = seen + count;
-                let next = match page.next_link {
-                    _ if count == 0 => Cursor::Done,
-                    Some(link) => match rebase_link(&self.settings.base_url, &link) {
-                        Some(url) => Cursor::Next(url, seen),
-                        None => {
-                            return Err(DefenderError::Protocol {
-                                message: "unusable @odata.nextLink".into(),
-                            });
-                        }
-                    },
-                    None if count >= u64::from(top) => Cursor::Next(page_url(seen), seen),
-                    None => Cursor::Done,
-                };
-                tracing::debug!(tenant.id = %self.tenant.tenant_id(), machines = count, "read a page of machines");
-                Ok(Some((page.value, next)))
-            }
-        })
+            },
+        )
     }
 
     /// One machine.
@@ -775,7 +786,11 @@ impl DefenderClient {
             .append_pair("$top", &MAX_PAGE_SIZE.to_string());
         let mut actions = Vec::new();
         let mut next = Some(url);
+        let mut pages = PageLimit::new(MAX_PAGES);
         while let Some(url) = next.take() {
+            pages
+                .next(&url)
+                .map_err(|message| DefenderError::Protocol { message })?;
             let answer = self.send(Method::GET, url, None, None).await?;
             let page: ODataPage<MachineAction> = self.decode(answer)?;
             let empty = page.value.is_empty();
@@ -903,29 +918,41 @@ impl DefenderClient {
             Ok::<_, DefenderError>(request.send().await)
         })
         .await;
-        read_answer(result).await.map_err(|lost| match lost {
-            NoAnswer::Before(error) => error,
-            // A POST that may have reached Defender: the caller looks before posting again.
-            NoAnswer::Lost {
-                message,
-                maybe_sent,
-                status,
-            } => match offboard {
-                Some(id)
-                    if maybe_sent
-                        && status.is_none_or(|s| s.is_success() || is_retryable_status(s)) =>
-                {
-                    DefenderError::Uncertain {
+        read_answer(result, body_limit::DEFENDER)
+            .await
+            .map_err(|lost| match lost {
+                NoAnswer::Before(error) => error,
+                // Defender received the POST; what it answered is unknown.
+                NoAnswer::TooLarge { status, limit } => match offboard {
+                    Some(id) => DefenderError::Uncertain {
                         machine_id: id.clone(),
-                        message,
-                    }
-                }
-                _ => DefenderError::Transient {
-                    status: status.map(|s| s.as_u16()),
-                    message,
+                        message: NoAnswer::<()>::too_large_message(status, limit),
+                    },
+                    None => DefenderError::Protocol {
+                        message: NoAnswer::<()>::too_large_message(status, limit),
+                    },
                 },
-            },
-        })
+                // A POST that may have reached Defender: the caller looks before posting again.
+                NoAnswer::Lost {
+                    message,
+                    maybe_sent,
+                    status,
+                } => match offboard {
+                    Some(id)
+                        if maybe_sent
+                            && status.is_none_or(|s| s.is_success() || is_retryable_status(s)) =>
+                    {
+                        DefenderError::Uncertain {
+                            machine_id: id.clone(),
+                            message,
+                        }
+                    }
+                    _ => DefenderError::Transient {
+                        status: status.map(|s| s.as_u16()),
+                        message,
+                    },
+                },
+            })
     }
 }
 

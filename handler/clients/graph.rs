@@ -23,12 +23,15 @@ use crate::domain::mail::is_mail_address;
 use super::credentials::{AuthError, CredentialProvider, Scope, TenantAuth};
 use super::defender::{flexible_int, lenient_time};
 use super::http::{
-    Answer, NoAnswer, RetryPolicy, nullable, read_answer, rebase_link, retry_after,
-    send_with_retry, string_enum,
+    Answer, NoAnswer, PageLimit, RetryPolicy, body_limit, nullable, read_answer, rebase_link,
+    retry_after, send_with_retry, string_enum,
 };
 
 /// Graph's cap on `$top` for `/security/incidents`.
 pub const MAX_INCIDENT_PAGE_SIZE: u32 = 50;
+
+/// The most incident pages one listing reads (10,000 incidents at 50 a page).
+pub const MAX_INCIDENT_PAGES: u32 = 200;
 
 /// The application permission `sendMail` needs.
 pub const MAIL_SEND: &str = "Mail.Send";
@@ -502,10 +505,14 @@ impl GraphClient {
                 pairs.append_pair("$filter", &format!("lastUpdateDateTime ge {since}"));
             }
         }
-        futures::stream::try_unfold(Some(first), move |next| async move {
+        let pages = PageLimit::new(MAX_INCIDENT_PAGES);
+        futures::stream::try_unfold((Some(first), pages), move |(next, mut pages)| async move {
             let Some(url) = next else {
                 return Ok(None);
             };
+            pages
+                .next(&url)
+                .map_err(|message| GraphError::Protocol { message })?;
             let answer = self.send(Method::GET, url, None, Call::Incidents).await?;
             let page: IncidentPage = decode(answer, Call::Incidents)?;
             let next = match page.next_link {
@@ -519,7 +526,7 @@ impl GraphClient {
                 }
                 None => None,
             };
-            Ok(Some((page.value, next)))
+            Ok(Some((page.value, (next, pages))))
         })
     }
 
@@ -634,21 +641,29 @@ impl GraphClient {
             Ok::<_, GraphError>(request.send().await)
         })
         .await;
-        read_answer(result).await.map_err(|lost| match lost {
-            NoAnswer::Before(error) => error,
-            // Only a sendMail that may have been delivered is uncertain; reads are retried.
-            NoAnswer::Lost {
-                message,
-                maybe_sent: true,
-                ..
-            } if !idempotent => GraphError::Uncertain { message },
-            NoAnswer::Lost {
-                message, status, ..
-            } => GraphError::Transient {
-                status: status.map(|s| s.as_u16()),
-                message,
-            },
-        })
+        read_answer(result, body_limit::GRAPH)
+            .await
+            .map_err(|lost| match lost {
+                NoAnswer::Before(error) => error,
+                NoAnswer::TooLarge { status, limit } if !idempotent => GraphError::Uncertain {
+                    message: NoAnswer::<()>::too_large_message(status, limit),
+                },
+                NoAnswer::TooLarge { status, limit } => GraphError::Protocol {
+                    message: NoAnswer::<()>::too_large_message(status, limit),
+                },
+                // Only a sendMail that may have been delivered is uncertain; reads are retried.
+                NoAnswer::Lost {
+                    message,
+                    maybe_sent: true,
+                    ..
+                } if !idempotent => GraphError::Uncertain { message },
+                NoAnswer::Lost {
+                    message, status, ..
+                } => GraphError::Transient {
+                    status: status.map(|s| s.as_u16()),
+                    message,
+                },
+            })
     }
 }
 

@@ -128,22 +128,49 @@ pub fn is_retryable_status(status: StatusCode) -> bool {
     )
 }
 
-/// Parses `Retry-After` (delta-seconds or an HTTP date) relative to `now`. Uncapped.
+/// The longest `Retry-After` this crate represents: anything longer (`1e20`, a 23-digit
+/// number, a date in the year 9999) is read as this much. Every caller waits in place only up
+/// to its own, much shorter, [`RetryPolicy::max_retry_after`] and fails the invocation
+/// beyond it, so the queue retries later; the ceiling only keeps the arithmetic finite.
+pub const RETRY_AFTER_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Parses `Retry-After` (delta-seconds, fractional seconds, or an HTTP date) relative to
+/// `now`, capped at [`RETRY_AFTER_CEILING`]. Never panics: negative, non-finite or unreadable
+/// values are `None` (the caller backs off as usual); a date in the past is zero.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    parse_retry_after(headers.get(RETRY_AFTER)?.to_str().ok()?, now)
+}
+
+/// [`retry_after`] on the header's text.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Any number of digits: one that does not fit a u64 is over the ceiling anyway.
+        let seconds = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(seconds).min(RETRY_AFTER_CEILING));
     }
-    if let Ok(seconds) = value.parse::<f64>()
-        && seconds.is_finite()
-        && seconds >= 0.0
-    {
-        return Some(Duration::from_secs_f64(seconds));
+    if let Ok(seconds) = value.parse::<f64>() {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return None;
+        }
+        return Some(if seconds >= RETRY_AFTER_CEILING.as_secs_f64() {
+            RETRY_AFTER_CEILING
+        } else {
+            Duration::from_secs_f64(seconds)
+        });
     }
     let at =
         time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
-    let at = SystemTime::from(at);
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let now = time::OffsetDateTime::from(now);
+    let wait = at - now;
+    if wait.is_negative() {
+        return Some(Duration::ZERO);
+    }
+    Some(
+        Duration::try_from(wait)
+            .unwrap_or(RETRY_AFTER_CEILING)
+            .min(RETRY_AFTER_CEILING),
+    )
 }
 
 /// How a request that failed without a response ended.
@@ -275,15 +302,88 @@ pub enum NoAnswer<E> {
         /// Set when the status line arrived but the body did not.
         status: Option<StatusCode>,
     },
+    /// The body was longer than the caller's limit; reading stopped there.
+    TooLarge {
+        /// The answer's status.
+        status: StatusCode,
+        /// The limit, in bytes.
+        limit: usize,
+    },
 }
 
-/// Completes [`send_with_retry`]: reads the whole body, and turns transport failures into
-/// [`NoAnswer::Lost`] for the caller to map to its own "transient" or "uncertain" error.
+impl<E> NoAnswer<E> {
+    /// The text of a [`NoAnswer::TooLarge`].
+    pub fn too_large_message(status: StatusCode, limit: usize) -> String {
+        format!(
+            "the answer ({}) is longer than the {} KiB this client reads",
+            status.as_u16(),
+            limit / 1024
+        )
+    }
+}
+
+/// The most bytes of one answer each client reads (a page of 10,000 Defender machines is
+/// about 10 MiB; a Graph page holds at most 50 incidents with their alerts).
+pub mod body_limit {
+    /// Defender for Endpoint: pages of up to 10,000 machines or machine actions.
+    pub const DEFENDER: usize = 64 * 1024 * 1024;
+    /// Microsoft Graph: incident pages, `sendMail` answers.
+    pub const GRAPH: usize = 16 * 1024 * 1024;
+    /// Table Storage: query pages of up to 1,000 of our small rows, batch answers.
+    pub const TABLES: usize = 32 * 1024 * 1024;
+    /// Teams Workflows and the outbound webhook: only an error code is read.
+    pub const NOTIFY: usize = 64 * 1024;
+}
+
+/// The most pages one listing follows (`@odata.nextLink` or `$skip`): a server that keeps
+/// sending links (a loop, or a hostile one) ends the listing with an error instead of
+/// holding the invocation for ever.
+#[derive(Debug)]
+pub struct PageLimit {
+    max_pages: u32,
+    pages: u32,
+    seen: std::collections::HashSet<String>,
+}
+
+impl PageLimit {
+    /// A listing of at most `max_pages` pages.
+    pub fn new(max_pages: u32) -> Self {
+        Self {
+            max_pages,
+            pages: 0,
+            seen: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Records the next page's URL.
+    ///
+    /// # Errors
+    /// A readable reason when the listing is over its page count or the URL was already read
+    /// (a `nextLink` loop).
+    pub fn next(&mut self, url: &url::Url) -> Result<(), String> {
+        self.pages += 1;
+        if self.pages > self.max_pages {
+            return Err(format!(
+                "the listing went on past {} pages; stopped",
+                self.max_pages
+            ));
+        }
+        if !self.seen.insert(url.as_str().to_owned()) {
+            return Err("the next page's link points to a page already read".into());
+        }
+        Ok(())
+    }
+}
+
+/// Completes [`send_with_retry`]: reads the whole body, up to `limit` bytes, and turns
+/// transport failures into [`NoAnswer::Lost`] for the caller to map to its own "transient"
+/// or "uncertain" error.
 ///
 /// # Errors
-/// [`NoAnswer`] when no complete answer came back.
+/// [`NoAnswer`] when no complete answer came back, or [`NoAnswer::TooLarge`].
 pub async fn read_answer<E>(
     result: Result<reqwest::Response, SendError<E>>,
+    limit: usize,
 ) -> Result<Answer, NoAnswer<E>> {
     let response = match result {
         Ok(response) => response,
@@ -305,18 +405,44 @@ pub async fn read_answer<E>(
     };
     let status = response.status();
     let headers = response.headers().clone();
-    match response.bytes().await {
-        Ok(body) => Ok(Answer {
+    match read_limited(response, limit).await {
+        Ok(Some(body)) => Ok(Answer {
             status,
             headers,
             body,
         }),
+        Ok(None) => Err(NoAnswer::TooLarge { status, limit }),
         Err(error) => Err(NoAnswer::Lost {
             message: format!("reading the answer: {}", error_chain(&error.without_url())),
             maybe_sent: true,
             status: Some(status),
         }),
     }
+}
+
+/// Reads a body chunk by chunk, giving up (`Ok(None)`) as soon as it passes `limit` bytes,
+/// or before reading when `Content-Length` already says so.
+///
+/// # Errors
+/// The transport's, while reading.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Option<bytes::Bytes>, reqwest::Error> {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// Renders an error and its `source()` chain on one line (`a: b: c`). Callers must only pass
@@ -629,6 +755,157 @@ mod tests {
             serde_json::to_string(&parsed).expect("json"),
             r#"["Red","darkBlue","Mauve"]"#
         );
+    }
+
+    #[test]
+    fn hostile_retry_after_values_are_capped_or_ignored_never_a_panic() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let ceiling = Some(RETRY_AFTER_CEILING);
+        for huge in [
+            "1e20",
+            "12345678901234567890123",
+            "18446744073709551616",
+            "1.7e308",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(huge, now), ceiling, "{huge}");
+        }
+        for ignored in [
+            "-1", "-0.5", "inf", "NaN", "", "soon", "1e", "0x10", "\u{0}",
+        ] {
+            assert_eq!(parse_retry_after(ignored, now), None, "{ignored}");
+        }
+        assert_eq!(
+            parse_retry_after("0.25", now),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 01 Jan 1900 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_1e20_retry_after_ends_the_call_with_the_429_instead_of_sleeping() {
+        let mut calls = 0;
+        let response = send_with_retry::<(), _, _>(&fast_policy(), true, || {
+            calls += 1;
+            async { Ok(Ok(canned(429, Some("1e20")))) }
+        })
+        .await
+        .expect("response");
+        assert_eq!((response.status().as_u16(), calls), (429, 1));
+    }
+
+    fn body_of(len: usize, content_length: bool) -> reqwest::Response {
+        let body = vec![b'x'; len];
+        if content_length {
+            return reqwest::Response::from(http::Response::new(body));
+        }
+        // A streamed body announces no length: the limit must hold chunk by chunk.
+        let chunks = futures::stream::iter(
+            body.chunks(4096)
+                .map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        reqwest::Response::from(http::Response::new(reqwest::Body::wrap_stream(chunks)))
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_with_or_without_a_length() {
+        for announced in [true, false] {
+            let read = read_limited(body_of(100_001, announced), 100_000).await;
+            assert!(read.expect("read").is_none(), "announced: {announced}");
+            let read = read_limited(body_of(100_000, announced), 100_000).await;
+            assert_eq!(read.expect("read").expect("within").len(), 100_000);
+        }
+        let answer = read_answer::<()>(Ok(body_of(2048, false)), 1024).await;
+        assert!(matches!(
+            answer,
+            Err(NoAnswer::TooLarge { limit: 1024, .. })
+        ));
+    }
+
+    #[test]
+    fn a_listing_stops_at_its_page_count_and_on_a_link_loop() {
+        let url =
+            |n: u32| url::Url::parse(&format!("https://h/api/machines?$skip={n}")).expect("url");
+        let mut pages = PageLimit::new(3);
+        for n in 0..3 {
+            assert!(pages.next(&url(n)).is_ok());
+        }
+        assert!(pages.next(&url(3)).is_err());
+        let mut looping = PageLimit::new(100);
+        assert!(looping.next(&url(0)).is_ok());
+        assert!(looping.next(&url(1)).is_ok());
+        assert!(looping.next(&url(0)).is_err());
+    }
+
+    mod hostile_answers {
+        use super::super::*;
+        use super::body_of;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a server sends as `Retry-After`, parsing never panics and never
+            /// yields more than the ceiling.
+            #[test]
+            fn any_retry_after_text_parses_within_the_ceiling(value in ".{0,40}", secs in 0u64..4_000_000_000) {
+                let now = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                if let Some(wait) = parse_retry_after(&value, now) {
+                    prop_assert!(wait <= RETRY_AFTER_CEILING);
+                }
+            }
+
+            #[test]
+            fn any_number_or_date_shaped_retry_after_is_capped(
+                digits in "[0-9]{1,40}",
+                float in any::<f64>(),
+                year in 1900u32..=9999,
+                day in 1u32..=28,
+            ) {
+                let now = SystemTime::now();
+                for value in [
+                    digits.clone(),
+                    float.to_string(),
+                    format!("{float:e}"),
+                    format!("Mon, {day:02} Feb {year} 10:00:00 GMT"),
+                ] {
+                    if let Some(wait) = parse_retry_after(&value, now) {
+                        prop_assert!(wait <= RETRY_AFTER_CEILING, "{value}");
+                    }
+                }
+                prop_assert!(parse_retry_after(&digits, now).is_some());
+            }
+
+            /// Any header value bytes reqwest accepts go through [`retry_after`] unharmed.
+            #[test]
+            fn any_header_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+                if let Ok(value) = reqwest::header::HeaderValue::from_bytes(&raw) {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(RETRY_AFTER, value);
+                    if let Some(wait) = retry_after(&headers, SystemTime::now()) {
+                        prop_assert!(wait <= RETRY_AFTER_CEILING);
+                    }
+                }
+            }
+
+            /// A body is returned whole when within the limit and refused past it, whatever
+            /// the sizes and whether its length is announced.
+            #[test]
+            fn bodies_are_read_whole_within_the_limit_and_refused_past_it(
+                len in 0usize..200_000,
+                limit in 0usize..200_000,
+                announced in any::<bool>(),
+            ) {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+                let read = runtime.block_on(read_limited(body_of(len, announced), limit)).expect("read");
+                match read {
+                    Some(body) => prop_assert!(len <= limit && body.len() == len),
+                    None => prop_assert!(len > limit),
+                }
+            }
+        }
     }
 
     mod next_link {

@@ -7,10 +7,6 @@ use super::actor::CallerId;
 use super::ids::TenantId;
 use super::signature::{self, SignatureError};
 
-/// The shortest HMAC key a caller may sign with: 32 bytes, the output size of SHA-256
-/// (RFC 2104 §3: keys shorter than that weaken the MAC).
-pub const MIN_KEY_BYTES: usize = 32;
-
 /// The tenants a caller reaches: all of them (`["*"]`) or the listed ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantScope {
@@ -90,21 +86,6 @@ impl TenantScope {
 
 fn clip(s: &str) -> String {
     s.chars().take(64).collect()
-}
-
-/// Whether a key is long enough to sign with.
-///
-/// # Errors
-/// A message saying how long it is and must be (never the key).
-pub fn check_key_length(key: &[u8]) -> Result<(), String> {
-    if key.len() < MIN_KEY_BYTES {
-        Err(format!(
-            "the key is {} bytes long; a signing key must be at least {MIN_KEY_BYTES} bytes",
-            key.len()
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 /// Who a call to `POST /api/offboard` says it is, from its headers, before any key is read.
@@ -216,13 +197,6 @@ mod tests {
         assert!(TenantScope::from_list(&["*", A]).is_err());
         assert!(TenantScope::from_list(&["contoso"]).is_err());
         assert!(TenantScope::parse_stored("").is_err());
-    }
-
-    #[test]
-    fn keys_under_32_bytes_are_refused() {
-        assert!(check_key_length(&[7; 31]).is_err());
-        assert!(check_key_length(&[7; 32]).is_ok());
-        assert!(!check_key_length(b"short").unwrap_err().contains("short"));
     }
 
     #[test]

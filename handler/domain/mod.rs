@@ -2,6 +2,7 @@
 
 pub mod actor;
 pub mod caller;
+pub mod api_base;
 pub mod channel;
 pub mod device;
 pub mod duplicates;

@@ -23,6 +23,29 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// The shortest HMAC key accepted: 32 bytes, SHA-256's output size (RFC 2104 §3: shorter
+/// keys weaken the MAC).
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// An HMAC key shorter than [`MIN_KEY_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the HMAC key is {0} bytes long; at least 32 bytes are required (e.g. `openssl rand -base64 32`)"
+)]
+pub struct KeyTooShort(pub usize);
+
+/// Refuses keys under [`MIN_KEY_BYTES`].
+///
+/// # Errors
+/// [`KeyTooShort`] with the key's length.
+pub fn check_key_length(key: &[u8]) -> Result<(), KeyTooShort> {
+    if key.len() < MIN_KEY_BYTES {
+        Err(KeyTooShort(key.len()))
+    } else {
+        Ok(())
+    }
+}
+
 /// Signs `body` at `timestamp`: the value of `X-Signature`.
 #[must_use]
 pub fn sign(key: &[u8], timestamp: i64, body: &[u8]) -> String {
@@ -73,7 +96,8 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| SignatureError::BadTimestamp)?;
-    if (now_unix - ts).abs() > MAX_SKEW_SECS {
+    // abs_diff: a timestamp near i64::MIN or i64::MAX must not overflow the subtraction.
+    if now_unix.abs_diff(ts) > MAX_SKEW_SECS.unsigned_abs() {
         return Err(SignatureError::Expired);
     }
     let hex_part = signature
@@ -158,7 +182,48 @@ mod tests {
         );
     }
 
+    #[test]
+    fn keys_under_32_bytes_are_refused() {
+        assert_eq!(check_key_length(&[7; 31]), Err(KeyTooShort(31)));
+        assert_eq!(check_key_length(b""), Err(KeyTooShort(0)));
+        assert_eq!(check_key_length(&[7; 32]), Ok(()));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_expired_not_an_overflow() {
+        let body = b"{}";
+        for ts in [i64::MIN, i64::MIN + 1, i64::MAX, -1, 0] {
+            let sig = sign(KEY, ts, body);
+            for now in [1_800_000_000, i64::MAX, i64::MIN, -1_800_000_000] {
+                let verdict = verify(KEY, Some(&sig), Some(&ts.to_string()), body, now);
+                let expected = if now.abs_diff(ts) <= 300 {
+                    Ok(sig.trim_start_matches("sha256=").to_owned())
+                } else {
+                    Err(SignatureError::Expired)
+                };
+                assert_eq!(verdict, expected, "ts {ts} now {now}");
+            }
+        }
+        for text in [
+            "99999999999999999999999",
+            "-99999999999999999999999",
+            "1e20",
+        ] {
+            assert_eq!(
+                verify(KEY, Some(&sign(KEY, 0, body)), Some(text), body, 0),
+                Err(SignatureError::BadTimestamp)
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn any_timestamp_and_clock_never_overflow(ts in any::<i64>(), now in any::<i64>()) {
+            let sig = sign(KEY, ts, b"x");
+            let verdict = verify(KEY, Some(&sig), Some(&ts.to_string()), b"x", now);
+            prop_assert_eq!(verdict.is_ok(), now.abs_diff(ts) <= 300);
+        }
+
         #[test]
         fn a_signature_verifies_only_its_own_body(body in proptest::collection::vec(any::<u8>(), 0..256), other in proptest::collection::vec(any::<u8>(), 0..256), ts in 0i64..2_000_000_000) {
             let sig = sign(KEY, ts, &body);

@@ -13,6 +13,7 @@ use crate::clients::credentials::{AuthMode, TenantAuth};
 use crate::clients::keyvault::KeyVaultError;
 use crate::clients::tables::TableError;
 use crate::config::SecretName;
+use crate::domain::api_base::check_defender_api_base;
 use crate::domain::{ChannelSet, TenantId};
 use crate::error::ApiError;
 use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
@@ -97,7 +98,11 @@ struct Registration {
     notify_channels: ChannelSet,
 }
 
-fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, ApiError> {
+fn parse_registration(
+    id: TenantId,
+    body: &JsonBody,
+    configured_api_base: &Url,
+) -> Result<Registration, ApiError> {
     body.only(FIELDS)?;
     let display_name = body.str("displayName")?;
     if display_name.chars().count() > 256 {
@@ -140,6 +145,9 @@ fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, Api
                 .ok_or_else(|| {
                     ApiError::bad_request("InvalidField", "defenderApiBase must be an https:// URL")
                 })?;
+            // The tenant's token (with Machine.Offboard) goes to this host: Microsoft's only.
+            check_defender_api_base(&url, configured_api_base)
+                .map_err(|e| ApiError::bad_request("DefenderApiBaseNotAllowed", e.to_string()))?;
             Some(url)
         }
         None => None,
@@ -165,7 +173,7 @@ async fn put(
     req: &HttpRequestData,
 ) -> Result<InvocationResponse, ApiError> {
     let body = JsonBody::parse(req, BODY_LIMIT)?;
-    let reg = parse_registration(id.clone(), &body)?;
+    let reg = parse_registration(id.clone(), &body, &state.config().defender_api_base)?;
     check_secret_exists(state, &reg.auth).await?;
 
     let now = state.now();

@@ -39,10 +39,42 @@ fn colour(tone: Tone) -> &'static str {
     }
 }
 
+/// Escapes text for a TextBlock or a FactSet, which Teams renders as Markdown: a device
+/// name, an incident title or Defender's message is data, never formatting or a link.
+/// Emphasis, code, link and table characters are backslash-escaped anywhere; list, heading
+/// and quote markers at the start; line breaks become spaces (a name can't fake a line).
+#[must_use]
+pub fn escape_markdown(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut out = String::with_capacity(flat.len() + 8);
+    let start = flat.len() - flat.trim_start().len();
+    out.push_str(&flat[..start]);
+    let rest = &flat[start..];
+    // An ordered-list marker: digits then '.' or ')'.
+    let digits = rest.chars().take_while(char::is_ascii_digit).count();
+    for (i, c) in rest.chars().enumerate() {
+        let at_start = i == 0 && matches!(c, '-' | '+' | '>' | '=');
+        let list_number = digits > 0 && i == digits && matches!(c, '.' | ')');
+        if at_start
+            || list_number
+            || matches!(c, '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '#' | '|')
+        {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn fact_set(facts: impl IntoIterator<Item = (String, String)>) -> Value {
     let facts: Vec<Value> = facts
         .into_iter()
-        .map(|(title, value)| json!({ "title": title, "value": value }))
+        .map(|(title, value)| {
+            json!({ "title": escape_markdown(&title), "value": escape_markdown(&value) })
+        })
         .collect();
     json!({ "type": "FactSet", "facts": facts })
 }
@@ -57,14 +89,14 @@ pub fn render(m: &Message) -> Value {
             "bleed": true,
             "items": [{
                 "type": "TextBlock",
-                "text": m.title,
+                "text": escape_markdown(&m.title),
                 "weight": "Bolder",
                 "size": "Medium",
                 "color": colour(m.tone),
                 "wrap": true
             }]
         }),
-        json!({ "type": "TextBlock", "text": m.summary, "isSubtle": true, "wrap": true }),
+        json!({ "type": "TextBlock", "text": escape_markdown(&m.summary), "isSubtle": true, "wrap": true }),
         fact_set(m.facts.iter().cloned()),
     ];
     if !m.devices.is_empty() {
@@ -245,6 +277,43 @@ mod tests {
             content["actions"][0]["url"],
             "https://security.microsoft.com/incidents/48213?tid=x"
         );
+    }
+
+    #[test]
+    fn markdown_in_names_titles_and_messages_is_shown_as_text() {
+        for (hostile, escaped) in [
+            (
+                "**URGENT** [click](https://evil.example)",
+                "\\*\\*URGENT\\*\\* \\[click\\](https://evil.example)",
+            ),
+            ("pc_01_`rm -rf`", "pc\\_01\\_\\`rm -rf\\`"),
+            ("# Offboarding Succeeded", "\\# Offboarding Succeeded"),
+            ("- item", "\\- item"),
+            ("1. first", "1\\. first"),
+            ("> quoted", "\\> quoted"),
+            ("a\nStatus: Succeeded", "a Status: Succeeded"),
+            ("~~gone~~ | table |", "\\~\\~gone\\~\\~ \\| table \\|"),
+            ("back\\slash", "back\\\\slash"),
+            ("pc-01.contoso.com", "pc-01.contoso.com"),
+            ("Contoso <Europe>", "Contoso <Europe>"),
+        ] {
+            assert_eq!(escape_markdown(hostile), escaped, "{hostile}");
+        }
+    }
+
+    #[test]
+    fn a_card_for_a_hostile_device_name_carries_it_escaped_everywhere() {
+        let mut m = message::render(&every_kind()[0], Some("Contoso"));
+        let hostile = "**pwned** [x](https://evil.example)";
+        m.title = format!("Offboarding Rejected: {hostile}");
+        m.summary = hostile.into();
+        m.facts.push(("Device".into(), hostile.into()));
+        let card = render(&m);
+        let text = card.to_string();
+        assert!(!text.contains("**pwned**"), "{text}");
+        assert!(!text.contains("[x]("), "{text}");
+        check(&card).unwrap();
+        assert!(schema().validate(&card).is_empty());
     }
 
     #[test]

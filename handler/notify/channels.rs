@@ -17,7 +17,9 @@ use super::{card, event};
 use crate::app::AppState;
 use crate::clients::credentials::{AuthMode, TenantAuth};
 use crate::clients::graph::{GraphClient, GraphSettings, OutgoingMail};
-use crate::clients::http::{RetryPolicy, error_chain, retry_after};
+use crate::clients::http::{
+    NoAnswer, RetryPolicy, body_limit, read_answer, retry_after, send_with_retry,
+};
 use crate::config::{Config, SecretName};
 use crate::domain::{Channel, TenantId};
 
@@ -77,9 +79,21 @@ async fn secret_url(
     Ok(url)
 }
 
-/// POSTs a JSON body, waiting out short 429s and retrying refused connections (nothing was
-/// received then). Anything else is one attempt: a POST that timed out may have been
-/// received, and the caller's retry decides.
+/// The retries of one channel POST (`clients::http::send_with_retry`, as a POST: only 429s
+/// and refused connections, nothing was received then). A `Retry-After` over
+/// [`MAX_INLINE_RETRY_AFTER`] fails the send, and the queue's retry comes back later.
+fn post_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: MAX_THROTTLED_RETRIES,
+        initial_delay: Duration::from_millis(500),
+        max_delay: Duration::from_secs(2),
+        max_retry_after: MAX_INLINE_RETRY_AFTER,
+    }
+}
+
+/// POSTs a JSON body through the shared retry loop. Anything but a 429 or a refused
+/// connection is one attempt: a POST that timed out may have been received, and the
+/// caller's retry decides.
 async fn post(
     http: &reqwest::Client,
     url: &Url,
@@ -87,9 +101,7 @@ async fn post(
     headers: &[(&str, String)],
     what: &str,
 ) -> Result<(), (ChannelError, Option<StatusCode>)> {
-    let mut throttled = 0u32;
-    let mut refused = 0u32;
-    loop {
+    let sent = send_with_retry(&post_policy(), false, || async {
         let mut req = http
             .post(url.clone())
             .timeout(SEND_TIMEOUT)
@@ -98,67 +110,65 @@ async fn post(
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        match req.send().await {
-            Ok(res) if res.status().is_success() => return Ok(()),
-            Ok(res) if res.status() == StatusCode::TOO_MANY_REQUESTS => {
-                let wait = retry_after(res.headers(), SystemTime::now());
-                let short = wait.unwrap_or(Duration::from_secs(1)) <= MAX_INLINE_RETRY_AFTER;
-                if throttled < MAX_THROTTLED_RETRIES && short {
-                    throttled += 1;
-                    let wait = wait.unwrap_or(Duration::from_secs(1));
-                    tracing::info!(
-                        channel = what,
-                        retry.delay_ms = wait.as_millis() as u64,
-                        "throttled; waiting before the next try"
-                    );
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-                let after = wait
-                    .map(|d| format!("; retry after {}s", d.as_secs()))
-                    .unwrap_or_default();
-                return Err((
-                    ChannelError(format!("{what} throttled the post (429){after}")),
-                    Some(StatusCode::TOO_MANY_REQUESTS),
-                ));
-            }
-            Ok(res) => {
-                let status = res.status();
-                // Only the error code: messages may echo the URL's ids.
-                let code = res
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| {
-                        v.pointer("/error/code")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    })
-                    .map(|c| format!(" {c}"))
-                    .unwrap_or_default();
-                return Err((
-                    ChannelError(format!("{what} answered {}{code}", status.as_u16())),
-                    Some(status),
-                ));
-            }
-            Err(e) if e.is_connect() && refused < 2 => {
-                refused += 1;
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(refused))).await;
-            }
-            Err(e) => {
-                let e = e.without_url();
-                let maybe = if e.is_connect() {
-                    ""
-                } else {
-                    " (it may have been received)"
-                };
-                return Err((
-                    ChannelError(format!("{what}: no answer: {}{maybe}", error_chain(&e))),
-                    None,
-                ));
-            }
+        Ok::<_, std::convert::Infallible>(req.send().await)
+    })
+    .await;
+    let answer = match read_answer(sent, body_limit::NOTIFY).await {
+        Ok(answer) => answer,
+        Err(NoAnswer::Before(never)) => match never {},
+        Err(NoAnswer::TooLarge { status, .. }) if status.is_success() => return Ok(()),
+        Err(NoAnswer::TooLarge { status, .. }) => {
+            return Err((
+                ChannelError(format!("{what} answered {}", status.as_u16())),
+                Some(status),
+            ));
         }
+        Err(NoAnswer::Lost {
+            message,
+            maybe_sent,
+            status,
+        }) => {
+            if status.is_some_and(|s| s.is_success()) {
+                return Ok(());
+            }
+            let maybe = if maybe_sent {
+                " (it may have been received)"
+            } else {
+                ""
+            };
+            return Err((
+                ChannelError(format!("{what}: no answer: {message}{maybe}")),
+                status,
+            ));
+        }
+    };
+    let status = answer.status;
+    if status.is_success() {
+        return Ok(());
     }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let after = retry_after(&answer.headers, SystemTime::now())
+            .map(|d| format!("; retry after {}s", d.as_secs()))
+            .unwrap_or_default();
+        return Err((
+            ChannelError(format!("{what} throttled the post (429){after}")),
+            Some(status),
+        ));
+    }
+    // Only the error code: messages may echo the URL's ids.
+    let code = serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/error/code")
+                .and_then(Value::as_str)
+                .map(|c| c.chars().take(100).collect::<String>())
+        })
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    Err((
+        ChannelError(format!("{what} answered {}{code}", status.as_u16())),
+        Some(status),
+    ))
 }
 
 /// Sends and forgets a cached URL the receiver refused (it may have been rotated).
@@ -235,6 +245,10 @@ pub async fn send_webhook(state: &AppState, body: &Value) -> Result<(), ChannelE
                     "reading the NOTIFY_WEBHOOK_SIGNING_SECRET secret: {e}"
                 ))
             })?;
+            crate::domain::signature::check_key_length(key.value.expose_secret().as_bytes())
+                .map_err(|e| {
+                    ChannelError(format!("NOTIFY_WEBHOOK_SIGNING_SECRET ('{key_name}'): {e}"))
+                })?;
             let ts = state.now().unix_timestamp();
             let sig = event::signature(key.value.expose_secret().as_bytes(), ts, &bytes);
             headers.push((event::SIGNATURE_HEADER, sig));

@@ -227,7 +227,19 @@ async fn check_ca_trust(sim: &Sim) {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    if let Err(e) = probe.get(sim.url("_sim/health")).send().await {
+    // A few tries: on a loaded machine (2 cores, many scenarios starting at once) one probe
+    // can time out although the CA is trusted.
+    let mut outcome = probe.get(sim.url("_sim/health")).send().await;
+    for _ in 0..5 {
+        match &outcome {
+            Err(e) if e.is_timeout() || e.is_connect() => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                outcome = probe.get(sim.url("_sim/health")).send().await;
+            }
+            _ => break,
+        }
+    }
+    if let Err(e) = outcome {
         panic!(
             "the simulator's CA ({}) is not trusted by this process: {e}. Run tests through cargo \
              (it sets SSL_CERT_FILE from .cargo/config.toml) or scripts/test.",

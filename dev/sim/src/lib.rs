@@ -131,6 +131,12 @@ pub enum Fault {
     Reset { count: u32 },
     /// Wait `ms` milliseconds, then answer normally.
     Delay { ms: u64, count: u32 },
+    /// Answer 429 with this exact `Retry-After` text (`1e20`, 23 digits, `-5`, a date in
+    /// the year 9999...): a hostile or broken server.
+    ThrottleRaw { retry_after: String, count: u32 },
+    /// Answer 200 with a JSON body of `bytes` bytes (an empty OData page padded out): an
+    /// answer too large to read.
+    Oversize { bytes: u64, count: u32 },
 }
 
 impl Fault {
@@ -139,7 +145,9 @@ impl Fault {
             Self::Status { count, .. }
             | Self::Throttle { count, .. }
             | Self::Reset { count }
-            | Self::Delay { count, .. } => *count,
+            | Self::Delay { count, .. }
+            | Self::ThrottleRaw { count, .. }
+            | Self::Oversize { count, .. } => *count,
         }
     }
 
@@ -148,7 +156,9 @@ impl Fault {
             Self::Status { count, .. }
             | Self::Throttle { count, .. }
             | Self::Reset { count }
-            | Self::Delay { count, .. } => *count = count.saturating_sub(1),
+            | Self::Delay { count, .. }
+            | Self::ThrottleRaw { count, .. }
+            | Self::Oversize { count, .. } => *count = count.saturating_sub(1),
         }
     }
 }

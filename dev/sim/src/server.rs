@@ -169,6 +169,31 @@ pub(crate) fn throttled(family: RouteFamily, retry_after: u64) -> Response {
     resp
 }
 
+/// A 200 whose JSON body (`{"value":[],"pad":"xxx…"}`) is `bytes` long, streamed so the
+/// simulator never holds it whole.
+fn oversize(bytes: u64) -> Response {
+    const HEAD: &[u8] = br#"{"value":[],"pad":""#;
+    const TAIL: &[u8] = br#""}"#;
+    let fixed = (HEAD.len() + TAIL.len()) as u64;
+    let pad = bytes.saturating_sub(fixed);
+    let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let full = pad / chunk.len() as u64;
+    let rest = usize::try_from(pad % chunk.len() as u64).unwrap_or(0);
+    let body = futures::stream::iter(
+        std::iter::once(bytes::Bytes::from_static(HEAD))
+            .chain((0..full).map(move |_| chunk.clone()))
+            .chain(std::iter::once(bytes::Bytes::from(vec![b'x'; rest])))
+            .chain(std::iter::once(bytes::Bytes::from_static(TAIL)))
+            .map(Ok::<_, std::io::Error>),
+    );
+    let mut resp = axum::body::Body::from_stream(body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 fn generic_error(status: StatusCode, code: &str, message: &str) -> Response {
     json_response(
         status,
@@ -259,6 +284,23 @@ async fn front(State(sh): State<Arc<Shared>>, mut req: Request, next: Next) -> R
             Some(Fault::Throttle { retry_after, .. }) => {
                 record.fault = Some(format!("throttle {retry_after} s"));
                 early = Some(throttled(f, retry_after));
+            }
+            Some(Fault::ThrottleRaw { retry_after, .. }) => {
+                record.fault = Some(format!("throttle {retry_after:?}"));
+                let mut resp = throttled(f, 1);
+                match HeaderValue::from_str(&retry_after) {
+                    Ok(v) => {
+                        resp.headers_mut().insert(header::RETRY_AFTER, v);
+                    }
+                    Err(_) => {
+                        resp.headers_mut().remove(header::RETRY_AFTER);
+                    }
+                }
+                early = Some(resp);
+            }
+            Some(Fault::Oversize { bytes, .. }) => {
+                record.fault = Some(format!("oversize {bytes} bytes"));
+                early = Some(oversize(bytes));
             }
             None => {}
         }

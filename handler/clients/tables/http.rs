@@ -18,7 +18,9 @@ use url::Url;
 
 use super::error::parse_error_body;
 use super::{IfMatch, TableError};
-use crate::clients::http::{RetryPolicy, SendError, error_chain, send_with_retry};
+use crate::clients::http::{
+    RetryPolicy, SendError, body_limit, error_chain, read_limited, send_with_retry,
+};
 
 const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 const API_VERSION: &str = "2019-02-02";
@@ -190,7 +192,15 @@ impl Pipeline {
         })?;
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(TableError::Transport)?;
+        let body = read_limited(response, body_limit::TABLES)
+            .await
+            .map_err(TableError::Transport)?
+            .ok_or_else(|| {
+                TableError::Decode(format!(
+                    "the answer is longer than {} MiB",
+                    body_limit::TABLES / (1024 * 1024)
+                ))
+            })?;
         let attempts = attempts.into_inner();
         tracing::debug!(
             http.method = %req.method,
