@@ -1,8 +1,8 @@
 //! Validated types and pure logic (sync rules, duplicates, request states); no I/O here.
 
 pub mod actor;
-pub mod caller;
 pub mod api_base;
+pub mod caller;
 pub mod channel;
 pub mod device;
 pub mod duplicates;
