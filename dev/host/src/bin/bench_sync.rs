@@ -25,6 +25,7 @@ use defender_ops::clients::tables::{
 use defender_ops::config::StorageSettings;
 use defender_ops::domain::TenantId;
 use defender_ops::store::devices::{self, col};
+use defender_ops::sync::BATCHES_IN_FLIGHT as PRODUCT_BATCHES_IN_FLIGHT;
 use dev_host::storage::azurite_connection_string;
 use dev_host::{Azurite, Host, HostConfig, RunningHost};
 use dev_sim::{AppRegistration, Sim, SimConfig};
@@ -32,8 +33,6 @@ use futures::StreamExt;
 
 const TENANT: &str = "5b0c8e2a-71d4-4c9e-a3f6-2d8e9b1c4a70";
 const APP: &str = "6c1d9f3b-82e5-4daf-b407-3e9fac2d5b81";
-/// The product's `BATCHES_IN_FLIGHT` (handler/functions/sync_tenant.rs).
-const PRODUCT_BATCHES_IN_FLIGHT: usize = 4;
 const BASELINE_IN_FLIGHT: usize = 32;
 
 struct Args {
@@ -249,7 +248,7 @@ fn build_entities(sim: &Sim) -> anyhow::Result<Vec<Entity>> {
     for m in sim.machines(TENANT) {
         let v = serde_json::to_value(&m)?;
         let machine: defender_ops::clients::defender::Machine = serde_json::from_value(v)?;
-        let Some(content) = defender_ops::functions::sync_tenant::to_content(machine) else {
+        let Some(content) = defender_ops::sync::to_content(machine) else {
             continue;
         };
         let stale = defender_ops::domain::device::is_stale(
