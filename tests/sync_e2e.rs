@@ -559,3 +559,42 @@ async fn a_second_sync_of_an_unchanged_fleet_writes_nothing() {
         "nothing changed, nothing written"
     );
 }
+
+#[tokio::test]
+async fn a_device_sync_message_with_only_a_tenant_id_syncs_that_tenant() {
+    let env = Env::start().await;
+    let now = env.sim.now();
+    env.sim.add_tenant(T1);
+    env.sim.add_machines(T1, vec![machine(1, "pc-01", now)]);
+    env.register_tenant(T1, APP1).await;
+    env.settle().await;
+    env.sim.add_machines(T1, vec![machine(2, "pc-02", now)]);
+    // As an operator would type it, or an older version leave it during a deployment.
+    env.host
+        .enqueue("device-sync", &json!({"tenantId": T1}).to_string())
+        .await
+        .expect("enqueue");
+    env.settle().await;
+    let rows = env.rows("Devices", T1).await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "the device added after registration is synced"
+    );
+    let stats = env.host.stats("SyncTenant");
+    assert_eq!((stats.invocations, stats.failed), (2, 0), "{stats:?}");
+    let syncs: Vec<_> = env
+        .rows("Audit", T1)
+        .await
+        .into_iter()
+        .filter(|r| r.get_str("Kind") == Some("DeviceSync"))
+        .collect();
+    assert_eq!(syncs.len(), 2, "one audit row per run");
+    assert!(
+        syncs
+            .iter()
+            .any(|r| r.get_i64("Inserted") == Some(1) && r.get_i64("Unchanged") == Some(1)),
+        "the minimal job's run found the new device: {syncs:?}"
+    );
+    assert!(env.poison("device-sync").await.is_empty());
+}

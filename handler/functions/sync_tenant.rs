@@ -1,6 +1,8 @@
 //! `SyncTenant` (queue `device-sync`): one tenant's device sync ([`crate::sync`]), its
-//! notifications queued to `notes`.
+//! notifications queued to `notes`, an unreadable message to `poison`.
 
+use super::jobs::unreadable;
+use super::queues;
 use crate::app::AppState;
 use crate::domain::notification::Note;
 use crate::error::InvocationFailure;
@@ -17,9 +19,10 @@ pub async fn handle(
     state: &AppState,
     msg: &QueueMessage,
 ) -> Result<InvocationResponse, InvocationFailure> {
-    let job: SyncJob = serde_json::from_str(&msg.text).map_err(|e| {
-        InvocationFailure::msg(format!("the message is not a device-sync job: {e}"))
-    })?;
+    let job = match SyncJob::read(&msg.text, msg.id.as_deref(), state.now()) {
+        Ok(job) => job,
+        Err(e) => return Ok(unreadable(queues::DEVICE_SYNC, msg, &e)),
+    };
     tracing::Span::current().record("tenant.id", job.tenant_id.as_str());
     let tenant = &job.tenant_id;
     let run = &job.run_id;

@@ -35,14 +35,23 @@ use writer::Writer;
 /// beyond, candidates are written at once and their mark, if any, later as a second write.
 const MAX_HELD_ROWS: usize = 20_000;
 
-/// A `device-sync` job: sync one tenant.
+/// A `device-sync` job: sync one tenant. `tenantId` is its only key field: a message
+/// `{"tenantId":"…"}` typed by an operator, or left by an older version, syncs that tenant
+/// (see [`SyncJob::read`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncJob {
     pub tenant_id: TenantId,
+    /// Empty when the message has none; [`SyncJob::read`] fills it.
+    #[serde(default)]
     pub run_id: String,
-    /// `scheduled` or `registered`.
+    /// `scheduled`, `registered`, or `manual` for a message without one.
+    #[serde(default = "manual")]
     pub reason: String,
+}
+
+fn manual() -> String {
+    "manual".to_owned()
 }
 
 impl SyncJob {
@@ -53,6 +62,27 @@ impl SyncJob {
             run_id: run_id("sync", now),
             reason: reason.to_owned(),
         }
+    }
+
+    /// Reads a `device-sync` message leniently. A missing run id is derived from the queue
+    /// message's id, so every delivery of one message is the same run (its audit row and
+    /// notes are written once); without a message id it is a new one.
+    ///
+    /// # Errors
+    /// The text is not JSON, or `tenantId` is missing or not a GUID.
+    pub fn read(
+        text: &str,
+        message_id: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<Self, serde_json::Error> {
+        let mut job: Self = serde_json::from_str(text)?;
+        if job.run_id.trim().is_empty() {
+            job.run_id = match message_id.filter(|id| !id.is_empty()) {
+                Some(id) => format!("sync-{id}"),
+                None => run_id("sync", now),
+            };
+        }
+        Ok(job)
     }
 
     #[must_use]
@@ -539,4 +569,55 @@ async fn reconcile(
         });
     }
     Ok((report, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use time::macros::datetime;
+
+    const T: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
+    const NOW: OffsetDateTime = datetime!(2026-12-08 05:00 UTC);
+
+    #[test]
+    fn a_job_with_only_its_tenant_reads_as_a_manual_run_named_after_the_message() {
+        let job = SyncJob::read(&format!(r#"{{"tenantId":"{T}"}}"#), Some("abc-1"), NOW).unwrap();
+        assert_eq!(job.tenant_id.as_str(), T);
+        assert_eq!(job.run_id, "sync-abc-1");
+        assert_eq!(job.reason, "manual");
+        let again = SyncJob::read(&format!(r#"{{"tenantId":"{T}"}}"#), Some("abc-1"), NOW).unwrap();
+        assert_eq!(again, job, "a redelivery is the same run");
+        let unnamed = SyncJob::read(&format!(r#"{{"tenantId":"{T}"}}"#), None, NOW).unwrap();
+        assert!(
+            unnamed.run_id.starts_with("sync-20261208T050000Z-"),
+            "{}",
+            unnamed.run_id
+        );
+    }
+
+    #[test]
+    fn a_full_job_keeps_its_fields_and_unknown_fields_are_ignored() {
+        let job = SyncJob::new(&TenantId::parse(T).unwrap(), "scheduled", NOW);
+        let mut text: serde_json::Value = serde_json::from_str(&job.to_message()).unwrap();
+        text["addedLater"] = serde_json::json!(1);
+        assert_eq!(
+            SyncJob::read(&text.to_string(), Some("x"), NOW).unwrap(),
+            job
+        );
+    }
+
+    #[test]
+    fn a_job_without_a_valid_tenant_is_unreadable() {
+        for text in [
+            "",
+            "{not json",
+            "{}",
+            r#"{"tenantId":"nope"}"#,
+            r#"{"tenantId":5}"#,
+            "[]",
+        ] {
+            assert!(SyncJob::read(text, Some("m"), NOW).is_err(), "{text}");
+        }
+    }
 }
