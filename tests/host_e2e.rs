@@ -3,18 +3,14 @@
 //! demand, queue delivery from Azurite, and retries ending in the poison queue.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::unique;
 use dev_host::{Azurite, Host, HostConfig, LogSource, RunningHost};
 use serde_json::{Value, json};
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
 
 async fn start_host() -> RunningHost {
     let storage = Azurite::shared().await.expect("Azurite");

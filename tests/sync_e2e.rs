@@ -4,20 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::Env;
+use common::{APP1, APP2, Env, T1, T2, mid};
 use dev_sim::{Fault, Machine, RouteFamily};
 use reqwest::Method;
 use serde_json::json;
 use time::OffsetDateTime;
-
-const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
-const T2: &str = "2b7e9c41-0a6d-4c3f-8e15-94d2f0a7b6c8";
-const APP1: &str = "11111111-1111-4111-8111-111111111111";
-const APP2: &str = "22222222-2222-4222-8222-222222222222";
-
-fn mid(n: u32) -> String {
-    format!("{n:040x}")
-}
 
 fn machine(n: u32, name: &str, now: OffsetDateTime) -> Machine {
     Machine::new(mid(n), name, now)
