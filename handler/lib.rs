@@ -6,10 +6,15 @@
 //! - [`app`]: state, the router the Functions host calls, the server loop.
 //! - [`error`]: the error policy: client errors inside `res`, failed invocations for retries.
 //! - [`host`]: the custom-handler wire protocol (envelopes, double decoding, answers).
-//! - [`functions`]: one module per `functions/<Name>` folder, and their catalog.
+//! - [`functions`]: one module per `functions/<Name>` folder, and their catalog: adapters
+//!   from an invocation to a use case and back.
 //! - [`domain`]: validated ids and pure logic (no I/O).
 //! - [`offboard`]: offboarding use cases shared by the webhook, the flag timer, the worker
 //!   and the tracker (device resolution, policy, acceptance, state changes).
+//! - [`sync`]: the device sync of one tenant (`SyncTenant`'s use case): streamed pages,
+//!   changed rows only, gone, stale and duplicate marks.
+//! - [`devices`]: device queries (filtered pages, one device) and the `Offboard` flag, for
+//!   `Devices` and the console.
 //! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
 //! - [`notify`]: notes rendered per channel (card, mail, webhook event), sent once each.
@@ -17,6 +22,7 @@
 pub mod app;
 pub mod clients;
 pub mod config;
+pub mod devices;
 pub mod domain;
 pub mod error;
 pub mod functions;
@@ -24,4 +30,5 @@ pub mod host;
 pub mod notify;
 pub mod offboard;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -6,18 +6,11 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Env, Options};
+use common::{APP1, Env, Options, T1, mid};
 use defender_ops::store::names;
 use dev_sim::{AppRegistration, Machine};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
-const APP1: &str = "11111111-1111-4111-8111-111111111111";
-
-fn mid(n: u32) -> String {
-    format!("{n:040x}")
-}
 
 /// Every row of every product table: (table, pk, rk, etag).
 async fn snapshot(env: &Env) -> BTreeSet<(String, String, String, String)> {

@@ -11,18 +11,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Env, Options};
+use common::{APP1, Env, Options, T1, mid, requests_of};
 use dev_sim::{Fault, Machine, RouteFamily};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
-const APP1: &str = "11111111-1111-4111-8111-111111111111";
 const FINAL: &[&str] = &["Succeeded", "Failed", "TimeOut", "Cancelled", "Rejected"];
-
-fn mid(n: u32) -> String {
-    format!("{n:040x}")
-}
 
 #[derive(Debug, Default)]
 struct Outcome {
@@ -317,13 +311,7 @@ async fn scenario_storage_outage_mid_sync() -> Outcome {
     env.sim.generate_machines(T1, 3_000, 11);
     let started = Instant::now();
     let relays = env.storage_relays.as_ref().expect("relays");
-    let machine_reads = || {
-        env.sim
-            .requests()
-            .iter()
-            .filter(|r| r.family == Some(RouteFamily::Machines))
-            .count()
-    };
+    let machine_reads = || requests_of(&env.sim, RouteFamily::Machines);
     // Counted before the timer fires, so a page read right away still counts.
     let seen = machine_reads();
     let run = env.host.fire_timer("SyncScheduler").await.expect("timer");

@@ -3,23 +3,14 @@
 
 mod common;
 
-use common::{Env, Options};
+use common::{APP1, APP2, Env, Options, T1, T2, mid, request_paths};
 use defender_ops::notify::schema::Schema;
-use dev_sim::{AppRegistration, Incident, Machine, RouteFamily};
-use reqwest::Method;
+use dev_sim::{Incident, Machine, RouteFamily};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
-const T2: &str = "2b7e9c41-0a6d-4c3f-8e15-94d2f0a7b6c8";
-const APP1: &str = "11111111-1111-4111-8111-111111111111";
-const APP2: &str = "22222222-2222-4222-8222-222222222222";
 const TEAMS_SIG: &str = "teamsSig5ecretIncidents";
-
-fn mid(n: u32) -> String {
-    format!("{n:040x}")
-}
 
 /// The handler with Teams and the webhook configured (no mail).
 async fn start() -> Env {
@@ -48,29 +39,16 @@ async fn register(env: &Env, tenant: &str, app: &str, incident_role: bool) -> Ma
     );
     env.sim.add_tenant(tenant);
     env.sim.add_machines(tenant, vec![machine.clone()]);
-    let secret = format!("s3cr3t-{}", &tenant[..8]);
-    let mut registration = AppRegistration::with_secret(tenant, app, &secret);
-    if !incident_role {
-        registration
-            .graph_roles
-            .retain(|r| r != "SecurityIncident.Read.All");
-    }
-    env.sim.add_app(registration);
-    let secret_name = format!("tenant-{}", &tenant[..8]);
-    env.sim.set_secret(&secret_name, &secret);
-    let (status, body) = env
-        .admin(
-            Method::PUT,
-            &format!("tenants/{tenant}"),
-            Some(&json!({
-                "displayName": "Contoso",
-                "clientId": app,
-                "authMode": "secret",
-                "secretName": secret_name,
-            })),
-        )
+    let status = env
+        .register_tenant_with(tenant, app, |registration| {
+            if !incident_role {
+                registration
+                    .graph_roles
+                    .retain(|r| r != "SecurityIncident.Read.All");
+            }
+        })
         .await;
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 201);
     env.settle().await;
     machine
 }
@@ -101,12 +79,7 @@ fn assert_cards_valid(env: &Env) {
 }
 
 fn incident_requests(env: &Env) -> Vec<String> {
-    env.sim
-        .requests()
-        .into_iter()
-        .filter(|r| r.family == Some(RouteFamily::Incidents))
-        .map(|r| r.path_and_query)
-        .collect()
+    request_paths(&env.sim, RouteFamily::Incidents)
 }
 
 fn filter_since(path_and_query: &str) -> Option<OffsetDateTime> {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Env, Options};
+use common::{APP1, Env, Options, T1, T2};
 use defender_ops::clients::credentials::{AuthMode, TenantAuth};
 use defender_ops::clients::tables::Entity;
 use defender_ops::config::SecretName;
@@ -16,9 +16,6 @@ use dev_sim::{AppRegistration, Fault, MailFormat, RouteFamily, SimConfig};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
-const T2: &str = "2b7e9c41-0a6d-4c3f-8e15-94d2f0a7b6c8";
-const APP1: &str = "11111111-1111-4111-8111-111111111111";
 const HOME_APP: &str = "33333333-3333-4333-8333-333333333333";
 const FROM: &str = "defender-ops@contoso.com";
 const TO: &str = "secops@contoso.com";

@@ -5,21 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Env, Options};
+use common::{APP1, APP2, Env, Options, T1, T2, mid};
 use defender_ops::domain::signature;
 use dev_sim::{Fault, Machine, RouteFamily};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
-const T2: &str = "2b7e9c41-0a6d-4c3f-8e15-94d2f0a7b6c8";
-const APP1: &str = "11111111-1111-4111-8111-111111111111";
-const APP2: &str = "22222222-2222-4222-8222-222222222222";
 const HMAC_KEY: &str = "webhook-signing-key-for-tests-0123456789";
-
-fn mid(n: u32) -> String {
-    format!("{n:040x}")
-}
 
 /// A tenant with a handful of synced devices: 1-5 Windows, 6 macOS, 7 excluded by tag,
 /// 8 and 9 share a name (a reinstall), 10 offline (its action will stay Pending).
@@ -99,11 +91,7 @@ fn unix_now() -> i64 {
 }
 
 fn posts_for(env: &Env, machine: &str) -> usize {
-    env.sim
-        .offboard_posts()
-        .iter()
-        .filter(|p| p.machine_id == machine)
-        .count()
+    common::posts_for(&env.sim, machine)
 }
 
 async fn status_of(env: &Env, request: &str) -> Value {

@@ -4,20 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::Env;
+use common::{APP1, APP2, Env, T1, T2, mid};
 use dev_sim::{Fault, Machine, RouteFamily};
 use reqwest::Method;
 use serde_json::json;
 use time::OffsetDateTime;
-
-const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
-const T2: &str = "2b7e9c41-0a6d-4c3f-8e15-94d2f0a7b6c8";
-const APP1: &str = "11111111-1111-4111-8111-111111111111";
-const APP2: &str = "22222222-2222-4222-8222-222222222222";
-
-fn mid(n: u32) -> String {
-    format!("{n:040x}")
-}
 
 fn machine(n: u32, name: &str, now: OffsetDateTime) -> Machine {
     Machine::new(mid(n), name, now)
@@ -558,4 +549,43 @@ async fn a_second_sync_of_an_unchanged_fleet_writes_nothing() {
         Some(0),
         "nothing changed, nothing written"
     );
+}
+
+#[tokio::test]
+async fn a_device_sync_message_with_only_a_tenant_id_syncs_that_tenant() {
+    let env = Env::start().await;
+    let now = env.sim.now();
+    env.sim.add_tenant(T1);
+    env.sim.add_machines(T1, vec![machine(1, "pc-01", now)]);
+    env.register_tenant(T1, APP1).await;
+    env.settle().await;
+    env.sim.add_machines(T1, vec![machine(2, "pc-02", now)]);
+    // As an operator would type it, or an older version leave it during a deployment.
+    env.host
+        .enqueue("device-sync", &json!({"tenantId": T1}).to_string())
+        .await
+        .expect("enqueue");
+    env.settle().await;
+    let rows = env.rows("Devices", T1).await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "the device added after registration is synced"
+    );
+    let stats = env.host.stats("SyncTenant");
+    assert_eq!((stats.invocations, stats.failed), (2, 0), "{stats:?}");
+    let syncs: Vec<_> = env
+        .rows("Audit", T1)
+        .await
+        .into_iter()
+        .filter(|r| r.get_str("Kind") == Some("DeviceSync"))
+        .collect();
+    assert_eq!(syncs.len(), 2, "one audit row per run");
+    assert!(
+        syncs
+            .iter()
+            .any(|r| r.get_i64("Inserted") == Some(1) && r.get_i64("Unchanged") == Some(1)),
+        "the minimal job's run found the new device: {syncs:?}"
+    );
+    assert!(env.poison("device-sync").await.is_empty());
 }

@@ -55,6 +55,7 @@ pub enum Event {
         severity: String,
         status: String,
         url: Option<String>,
+        #[serde(default)]
         devices: Vec<DeviceRef>,
     },
     /// A known incident changed status, severity, classification or assignment.
@@ -63,6 +64,7 @@ pub enum Event {
         title: String,
         severity: String,
         status: String,
+        #[serde(default)]
         changes: Vec<String>,
         url: Option<String>,
     },
@@ -70,6 +72,7 @@ pub enum Event {
     DevicesOnboarded {
         run_id: String,
         count: u64,
+        #[serde(default)]
         devices: Vec<DeviceRef>,
     },
     /// Devices that turned stale in a sync.
@@ -77,6 +80,7 @@ pub enum Event {
         run_id: String,
         count: u64,
         stale_after_days: u32,
+        #[serde(default)]
         devices: Vec<DeviceRef>,
     },
     /// A tenant's sync could not run.
@@ -84,6 +88,32 @@ pub enum Event {
 }
 
 impl Note {
+    /// Reads a `notifications` message leniently: `id` (what `Outbox` sends once),
+    /// `tenantId`, `kind` and the event's own fields are its key; a missing `at` is
+    /// `received` and a missing device or change list is empty.
+    ///
+    /// # Errors
+    /// The text is not JSON, or a key field is missing or invalid.
+    pub fn read(text: &str, received: OffsetDateTime) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire {
+            id: String,
+            tenant_id: TenantId,
+            #[serde(default, with = "time::serde::rfc3339::option")]
+            at: Option<OffsetDateTime>,
+            #[serde(flatten)]
+            event: Event,
+        }
+        let w: Wire = serde_json::from_str(text)?;
+        Ok(Self {
+            id: w.id,
+            tenant_id: w.tenant_id,
+            at: w.at.unwrap_or(received),
+            event: w.event,
+        })
+    }
+
     #[must_use]
     pub fn to_message(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -116,5 +146,34 @@ mod tests {
         assert!(text.contains("\"runId\":\"sync-x\""));
         let back: Note = serde_json::from_str(&text).unwrap();
         assert_eq!(back, note);
+        assert_eq!(
+            Note::read(&text, datetime!(2030-01-01 0:00 UTC)).unwrap(),
+            note
+        );
+    }
+
+    #[test]
+    fn a_note_with_only_its_key_fields_reads_with_defaults() {
+        let received = datetime!(2026-12-08 05:00 UTC);
+        let text = r#"{"id":"op-1","tenantId":"8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c","kind":"devicesStale","runId":"r","count":2,"staleAfterDays":30}"#;
+        let note = Note::read(text, received).unwrap();
+        assert_eq!(note.at, received);
+        assert_eq!(
+            note.event,
+            Event::DevicesStale {
+                run_id: "r".into(),
+                count: 2,
+                stale_after_days: 30,
+                devices: vec![],
+            }
+        );
+        for bad in [
+            "{not json",
+            r#"{"tenantId":"8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c","kind":"syncFailed","runId":"r","message":"m"}"#,
+            r#"{"id":"x","tenantId":"8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c","kind":"nope"}"#,
+            r#"{"id":"x","tenantId":"8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c","kind":"syncFailed"}"#,
+        ] {
+            assert!(Note::read(bad, received).is_err(), "{bad}");
+        }
     }
 }

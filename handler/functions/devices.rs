@@ -1,20 +1,18 @@
-//! `Devices`: list and filter a tenant's devices, read one, and set its `Offboard` flag.
+//! `Devices`: list and filter a tenant's devices, read one, and set its `Offboard` flag
+//! ([`crate::devices`]).
 
 use serde_json::json;
 
 use super::body::{JsonBody, truncate};
 use super::tenants::storage;
 use crate::app::AppState;
-use crate::clients::tables::{Continuation, Entity, IfMatch, TableClient, TableError, filter};
-use crate::domain::{Actor, MachineId, TenantId};
+use crate::clients::tables::{Continuation, TableClient};
+use crate::devices::{self, DEFAULT_TOP, DeviceFilter, FlagError, MAX_TOP};
+use crate::domain::{MachineId, TenantId};
 use crate::error::ApiError;
 use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
-use crate::store::audit::{self, AuditEntry};
-use crate::store::devices::{self, DeviceRow, col};
-use crate::store::{self, names, tenants};
+use crate::store::devices::DeviceRow;
 
-const DEFAULT_TOP: u32 = 100;
-const MAX_TOP: u32 = 1000;
 const QUERY_PARAMS: &[&str] = &[
     "stale",
     "duplicate",
@@ -43,30 +41,18 @@ pub async fn handle(
         ),
         None => None,
     };
-    let tenants_table = store::open(state.tables(), names::TENANTS)
-        .await
-        .map_err(storage)?;
-    if tenants::get(&tenants_table, &tenant)
+    let table = devices::open_for(state.tables(), &tenant)
         .await
         .map_err(storage)?
-        .is_none()
-    {
-        return Err(super::tenants::unknown(&tenant));
-    }
-    let table = store::open(state.tables(), names::DEVICES)
-        .await
-        .map_err(storage)?;
+        .ok_or_else(|| super::tenants::unknown(&tenant))?;
     match (req.method.as_str(), machine) {
         ("GET", None) => list(&table, &tenant, req).await,
         ("GET", Some(m)) => {
-            let row = devices::get(&table, &tenant, &m)
+            let row = crate::store::devices::get(&table, &tenant, &m)
                 .await
                 .map_err(storage)?
                 .ok_or_else(|| not_found(&tenant, &m))?;
-            Ok(InvocationResponse::http(&HttpResponse::json(
-                200,
-                &row.to_json(),
-            )))
+            Ok(device(&row))
         }
         ("PATCH", Some(m)) => patch(state, &table, &tenant, &m, req).await,
         ("PATCH", None) => Err(ApiError::bad_request(
@@ -77,6 +63,10 @@ pub async fn handle(
             message: format!("{m} is not supported here (GET, PATCH)"),
         }),
     }
+}
+
+fn device(row: &DeviceRow) -> InvocationResponse {
+    InvocationResponse::http(&HttpResponse::json(200, &row.to_json()))
 }
 
 fn not_found(tenant: &TenantId, machine: &MachineId) -> ApiError {
@@ -98,8 +88,22 @@ fn bool_param(req: &HttpRequestData, name: &str) -> Result<Option<bool>, ApiErro
     }
 }
 
-/// The OData filter for the query string; every value goes through the quoting helpers.
-fn build_filter(tenant: &TenantId, req: &HttpRequestData) -> Result<String, ApiError> {
+fn text_param(req: &HttpRequestData, name: &str) -> Result<Option<String>, ApiError> {
+    match req.query(name).map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(v) if devices::is_valid_text(v) => Ok(Some(v.to_owned())),
+        Some(_) => Err(ApiError::bad_request(
+            "InvalidQuery",
+            format!(
+                "{name} must be at most {} printable characters",
+                devices::MAX_TEXT_CHARS
+            ),
+        )),
+    }
+}
+
+/// The filter the query string asks for.
+fn device_filter(req: &HttpRequestData) -> Result<DeviceFilter, ApiError> {
     if let Some(unknown) = req
         .query
         .keys()
@@ -114,43 +118,14 @@ fn build_filter(tenant: &TenantId, req: &HttpRequestData) -> Result<String, ApiE
             ),
         ));
     }
-    let mut f = filter::eq("PartitionKey", tenant.as_str());
-    for (param, column) in [
-        ("stale", col::STALE),
-        ("gone", col::GONE),
-        ("offboard", col::OFFBOARD),
-    ] {
-        if let Some(v) = bool_param(req, param)? {
-            f = filter::and(&f, &filter::eq(column, v));
-        }
-    }
-    if let Some(dup) = bool_param(req, "duplicate")? {
-        let cond = if dup {
-            filter::ne(col::DUPLICATE_OF, "")
-        } else {
-            filter::eq(col::DUPLICATE_OF, "")
-        };
-        f = filter::and(&f, &cond);
-    }
-    if let Some(os) = req.query("os").map(str::trim).filter(|s| !s.is_empty()) {
-        check_len("os", os)?;
-        f = filter::and(&f, &filter::eq(col::OS, os));
-    }
-    if let Some(name) = req.query("name").map(str::trim).filter(|s| !s.is_empty()) {
-        check_len("name", name)?;
-        f = filter::and(&f, &filter::starts_with(col::NAME, name));
-    }
-    Ok(f)
-}
-
-fn check_len(name: &str, v: &str) -> Result<(), ApiError> {
-    if v.chars().count() > 256 || v.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "InvalidQuery",
-            format!("{name} must be at most 256 printable characters"),
-        ));
-    }
-    Ok(())
+    Ok(DeviceFilter {
+        stale: bool_param(req, "stale")?,
+        duplicate: bool_param(req, "duplicate")?,
+        gone: bool_param(req, "gone")?,
+        offboard: bool_param(req, "offboard")?,
+        os: text_param(req, "os")?,
+        name: text_param(req, "name")?,
+    })
 }
 
 async fn list(
@@ -158,7 +133,7 @@ async fn list(
     tenant: &TenantId,
     req: &HttpRequestData,
 ) -> Result<InvocationResponse, ApiError> {
-    let f = build_filter(tenant, req)?;
+    let filter = device_filter(req)?;
     let top = match req.query("top").map(str::trim).filter(|s| !s.is_empty()) {
         None => DEFAULT_TOP,
         Some(v) => v
@@ -185,17 +160,10 @@ async fn list(
             )
         })?),
     };
-    // A token from another tenant's listing must not read across tenants: the partition
-    // filter above stays in force whatever the token says.
-    let page = table
-        .query(Some(&f), None, Some(top), continuation)
+    let page = devices::list(table, tenant, &filter, top, continuation)
         .await
         .map_err(storage)?;
-    let items: Vec<serde_json::Value> = page
-        .entities
-        .into_iter()
-        .map(|entity| DeviceRow { entity }.to_json())
-        .collect();
+    let items: Vec<serde_json::Value> = page.items.iter().map(DeviceRow::to_json).collect();
     let token = page.continuation.map(|c| c.to_token());
     Ok(InvocationResponse::http(&HttpResponse::json(
         200,
@@ -216,84 +184,13 @@ async fn patch(
         ApiError::bad_request("MissingField", "offboard (true or false) is required")
     })?;
     let actor = super::key_actor(req);
-    // Two admins flipping the same flag: re-read and re-apply on a lost race.
-    for _ in 0..3 {
-        let row = devices::get(table, tenant, machine)
-            .await
-            .map_err(storage)?
-            .ok_or_else(|| not_found(tenant, machine))?;
-        if offboard && row.flag(col::GONE) {
-            return Err(ApiError::unprocessable(
-                "DeviceGone",
-                "Defender no longer reports this device; there is nothing to offboard",
-            ));
+    match devices::set_offboard_flag(state, table, tenant, machine, offboard, &actor).await {
+        Ok(row) => Ok(device(&row)),
+        Err(FlagError::NotFound { .. }) => Err(not_found(tenant, machine)),
+        Err(e @ FlagError::Gone) => Err(ApiError::unprocessable("DeviceGone", e.to_string())),
+        Err(e @ FlagError::Concurrent) => {
+            Err(ApiError::conflict("ConcurrentUpdate", e.to_string(), None))
         }
-        if row.flag(col::OFFBOARD) == offboard {
-            return Ok(InvocationResponse::http(&HttpResponse::json(
-                200,
-                &row.to_json(),
-            )));
-        }
-        let etag = row.entity.etag.clone();
-        let mut update =
-            Entity::new(tenant.as_str(), machine.as_str()).with(col::OFFBOARD, offboard);
-        if offboard {
-            // The request the flag becomes says who asked (design §9.2).
-            update = update
-                .with(col::OFFBOARD_BY, actor.label())
-                .with(col::OFFBOARD_BY_ID, actor.object_id().unwrap_or_default());
-        }
-        match table
-            .update_merge(&update, etag.map_or(IfMatch::Any, IfMatch::Etag))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(device.id = %machine, offboard, actor = %actor, "offboard flag set");
-                audit_flag(state, tenant, machine, offboard, &actor).await?;
-                let row = devices::get(table, tenant, machine)
-                    .await
-                    .map_err(storage)?
-                    .ok_or_else(|| not_found(tenant, machine))?;
-                return Ok(InvocationResponse::http(&HttpResponse::json(
-                    200,
-                    &row.to_json(),
-                )));
-            }
-            Err(TableError::PreconditionFailed { .. }) => continue,
-            Err(TableError::NotFound { .. }) => return Err(not_found(tenant, machine)),
-            Err(e) => return Err(storage(e)),
-        }
+        Err(FlagError::Storage(e)) => Err(storage(e)),
     }
-    Err(ApiError::conflict(
-        "ConcurrentUpdate",
-        "the device kept changing while the flag was being set; retry",
-        None,
-    ))
-}
-
-/// The Audit row of a flag change, with its actor (design §9.2). Written after the flag: a
-/// retried PATCH whose flag already matches writes none, so one change has one row.
-async fn audit_flag(
-    state: &AppState,
-    tenant: &TenantId,
-    machine: &MachineId,
-    offboard: bool,
-    actor: &Actor,
-) -> Result<(), ApiError> {
-    let table = store::open(state.tables(), names::AUDIT)
-        .await
-        .map_err(storage)?;
-    let now = state.now();
-    let detail = format!(
-        "Offboard flag {} by {actor}",
-        if offboard { "set" } else { "cleared" }
-    );
-    let entry = AuditEntry::new("DeviceFlag", machine.as_str(), detail, now)
-        .by(actor)
-        .with("Offboard", offboard)
-        .with("MachineId", machine.as_str());
-    let unique = format!("flag-{machine}-{}", now.unix_timestamp_nanos());
-    audit::append(&table, tenant, &entry, &unique)
-        .await
-        .map_err(storage)
 }

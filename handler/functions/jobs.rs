@@ -1,44 +1,29 @@
-//! Queue message bodies the functions exchange (JSON text, one message per string).
+//! Queue message bodies the functions exchange (JSON text, one message per string); each
+//! lives with its use case. A message that can't be read goes to `<queue>-poison` at once.
 
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
+use crate::host::{InvocationResponse, QueueMessage};
+pub use crate::offboard::OffboardJob;
+pub use crate::sync::{SyncJob, run_id};
 
-use crate::domain::TenantId;
+/// The output binding of each queue function that writes to its own `<queue>-poison`.
+pub const POISON: &str = "poison";
 
-/// A `device-sync` job: sync one tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SyncJob {
-    pub tenant_id: TenantId,
-    pub run_id: String,
-    /// `scheduled` or `registered`.
-    pub reason: String,
-}
-
-impl SyncJob {
-    #[must_use]
-    pub fn new(tenant: &TenantId, reason: &str, now: OffsetDateTime) -> Self {
-        Self {
-            tenant_id: tenant.clone(),
-            run_id: run_id("sync", now),
-            reason: reason.to_owned(),
-        }
-    }
-
-    #[must_use]
-    pub fn to_message(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-/// `sync-20261129T070000Z-<8 hex>`: sortable by time, unique per run.
-#[must_use]
-pub fn run_id(kind: &str, now: OffsetDateTime) -> String {
-    let stamp = now
-        .format(time::macros::format_description!(
-            "[year][month][day]T[hour][minute][second]Z"
-        ))
-        .unwrap_or_default();
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    format!("{kind}-{stamp}-{}", &suffix[..8])
+/// The answer to a message that can't be read at all: it goes to `<queue>-poison` through
+/// the `poison` output binding and the invocation succeeds, so the host deletes it instead
+/// of delivering it `maxDequeueCount` times (it would fail the same way each time). The
+/// handler can't move a message itself; the host writes the output binding and deletes the
+/// trigger message in one completed invocation (docs/design.md, "Queue messages").
+pub fn unreadable(
+    queue: &str,
+    msg: &QueueMessage,
+    error: &dyn std::fmt::Display,
+) -> InvocationResponse {
+    tracing::warn!(
+        queue,
+        message.id = msg.id.as_deref().unwrap_or_default(),
+        dequeue_count = msg.dequeue_count,
+        error = %error,
+        "unreadable message moved to {queue}-poison"
+    );
+    InvocationResponse::new().with_queue(POISON, vec![msg.text.clone()])
 }

@@ -69,6 +69,11 @@ pub mod queues {
     pub const DEVICE_SYNC: &str = "device-sync";
     pub const OFFBOARD: &str = "offboard";
     pub const NOTIFICATIONS: &str = "notifications";
+    // Where the host moves a message after `maxDequeueCount` failed deliveries, and where a
+    // queue function writes one it can't read (the `poison` output binding).
+    pub const DEVICE_SYNC_POISON: &str = "device-sync-poison";
+    pub const OFFBOARD_POISON: &str = "offboard-poison";
+    pub const NOTIFICATIONS_POISON: &str = "notifications-poison";
 }
 
 /// Every function of DESIGN §2.
@@ -97,7 +102,10 @@ pub const CATALOG: &[FunctionSpec] = &[
         trigger: Trigger::Queue {
             queue: queues::DEVICE_SYNC,
         },
-        outputs: &[("notes", Some(queues::NOTIFICATIONS))],
+        outputs: &[
+            ("notes", Some(queues::NOTIFICATIONS)),
+            (jobs::POISON, Some(queues::DEVICE_SYNC_POISON)),
+        ],
     },
     FunctionSpec {
         name: "OffboardWebhook",
@@ -163,7 +171,10 @@ pub const CATALOG: &[FunctionSpec] = &[
         trigger: Trigger::Queue {
             queue: queues::OFFBOARD,
         },
-        outputs: &[("notes", Some(queues::NOTIFICATIONS))],
+        outputs: &[
+            ("notes", Some(queues::NOTIFICATIONS)),
+            (jobs::POISON, Some(queues::OFFBOARD_POISON)),
+        ],
     },
     FunctionSpec {
         name: "ActionTracker",
@@ -187,7 +198,7 @@ pub const CATALOG: &[FunctionSpec] = &[
         trigger: Trigger::Queue {
             queue: queues::NOTIFICATIONS,
         },
-        outputs: &[],
+        outputs: &[(jobs::POISON, Some(queues::NOTIFICATIONS_POISON))],
     },
 ];
 

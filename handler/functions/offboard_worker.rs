@@ -37,8 +37,11 @@ pub async fn handle(
     state: &AppState,
     msg: &QueueMessage,
 ) -> Result<InvocationResponse, InvocationFailure> {
-    let job: OffboardJob = serde_json::from_str(&msg.text)
-        .map_err(|e| InvocationFailure::msg(format!("the message is not an offboard job: {e}")))?;
+    // `tenantId` and `requestId` are the key fields; everything else is in the request row.
+    let job: OffboardJob = match serde_json::from_str(&msg.text) {
+        Ok(job) => job,
+        Err(e) => return Ok(super::jobs::unreadable(super::queues::OFFBOARD, msg, &e)),
+    };
     let span = tracing::Span::current();
     span.record("tenant.id", job.tenant_id.as_str());
     span.record("request.id", job.request_id.as_str());

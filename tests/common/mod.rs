@@ -10,8 +10,44 @@ use std::time::Duration;
 use defender_ops::clients::tables::{Entity, TableOptions, TableService};
 use defender_ops::config::StorageSettings;
 use dev_host::{Azurite, Host, HostConfig, RunningHost};
-use dev_sim::{AppRegistration, Sim, SimConfig};
+use dev_sim::{AppRegistration, RouteFamily, Sim, SimConfig};
 use serde_json::Value;
+
+/// Customer tenants and their apps, the same in every suite.
+pub const T1: &str = "8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c";
+pub const T2: &str = "2b7e9c41-0a6d-4c3f-8e15-94d2f0a7b6c8";
+pub const APP1: &str = "11111111-1111-4111-8111-111111111111";
+pub const APP2: &str = "22222222-2222-4222-8222-222222222222";
+
+/// The machine id (40 hex characters) of test device `n`.
+pub fn mid(n: u32) -> String {
+    format!("{n:040x}")
+}
+
+/// How many requests of one route family the simulator has served.
+pub fn requests_of(sim: &Sim, family: RouteFamily) -> usize {
+    sim.requests()
+        .iter()
+        .filter(|r| r.family == Some(family))
+        .count()
+}
+
+/// The path and query of every request of one route family, in order.
+pub fn request_paths(sim: &Sim, family: RouteFamily) -> Vec<String> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.family == Some(family))
+        .map(|r| r.path_and_query)
+        .collect()
+}
+
+/// How many offboard POSTs Defender received for one machine.
+pub fn posts_for(sim: &Sim, machine: &str) -> usize {
+    sim.offboard_posts()
+        .iter()
+        .filter(|p| p.machine_id == machine)
+        .count()
+}
 
 pub struct Env {
     /// Relays in front of Azurite's table and queue ports when `Options::outages` is set:
@@ -159,11 +195,22 @@ impl Env {
     /// Registers a customer tenant in the simulator (app + secret in Key Vault) and through
     /// the `Tenants` API; returns the API's status.
     pub async fn register_tenant(&self, tenant: &str, client_id: &str) -> u16 {
+        self.register_tenant_with(tenant, client_id, |_| {}).await
+    }
+
+    /// [`Env::register_tenant`] with the app registration changed first (roles taken away...).
+    pub async fn register_tenant_with(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        edit: impl FnOnce(&mut AppRegistration),
+    ) -> u16 {
         let secret_name = format!("tenant-{}", &tenant[..8]);
         let secret = format!("s3cr3t-{}", uuid::Uuid::new_v4().simple());
         self.sim.add_tenant(tenant);
-        self.sim
-            .add_app(AppRegistration::with_secret(tenant, client_id, &secret));
+        let mut app = AppRegistration::with_secret(tenant, client_id, &secret);
+        edit(&mut app);
+        self.sim.add_app(app);
         self.sim.set_secret(&secret_name, &secret);
         let (status, body) = self
             .admin(

@@ -14,6 +14,7 @@
 //! - [`sim_settings`]: the handler's settings for a running simulator (tests, run-local, benches).
 //! - [`worker`]: the handler process (readiness, logs, restarts).
 //! - [`host`]: [`Host::start`] → [`RunningHost`]: front end, timers, queue listeners.
+//! - [`rig`]: what run-local and the benches share: paths, simulator, host, tenant registration.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod azurite;
@@ -22,6 +23,7 @@ pub mod host;
 pub mod outputs;
 pub mod payload;
 pub mod queue;
+pub mod rig;
 pub mod routes;
 pub mod schedule;
 pub mod sim_settings;

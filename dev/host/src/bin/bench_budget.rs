@@ -5,36 +5,19 @@
 //!
 //! `cargo build --release --bin handler && cargo run --release -p dev-host --bin bench_budget`
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use defender_ops::clients::tables::{TableOptions, TableService, filter};
 use defender_ops::config::StorageSettings;
-use dev_host::{Azurite, Host, HostConfig};
-use dev_sim::{AppRegistration, Machine, Sim, SimConfig};
+use dev_host::{Azurite, rig};
+use dev_sim::Machine;
 use futures::StreamExt;
 use serde_json::json;
 
 const TENANTS: usize = 10;
 const PER_TENANT: usize = 100;
 const LIMIT_PER_MINUTE: f64 = 100.0;
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn handler_path() -> PathBuf {
-    std::env::args()
-        .skip_while(|a| a != "--handler")
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map_or_else(|_| workspace().join("target"), PathBuf::from);
-            target.join("release").join("handler")
-        })
-}
 
 fn tenant_id(i: usize) -> String {
     format!(
@@ -50,58 +33,41 @@ fn machine_id(t: usize, n: usize) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let handler = handler_path();
-    if !handler.exists() {
-        bail!(
-            "{} is missing: run `cargo build --release --bin handler` first",
-            handler.display()
-        );
-    }
+    let handler = rig::handler_binary(rig::handler_arg(), "release")?;
     let azurite = Azurite::start().await.context("Azurite")?;
     let storage = azurite.connection_string();
-    let sim = Sim::start(SimConfig::default())
-        .await
-        .context("simulator")?;
+    let sim = rig::start_sim().await?;
     let now = sim.now();
     for t in 0..TENANTS {
         let tenant = tenant_id(t);
-        let client = format!("{:08x}-1111-4111-8111-{:012x}", t, t);
         sim.add_tenant(&tenant);
-        sim.add_app(AppRegistration::with_secret(
-            &tenant,
-            &client,
-            "bench-secret-value",
-        ));
-        sim.set_secret(&format!("bench-{t}"), "bench-secret-value");
         sim.add_machines(
             &tenant,
             (0..PER_TENANT).map(|n| Machine::new(machine_id(t, n), format!("pc-{t}-{n:03}"), now)),
         );
     }
     let prefix = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let mut cfg = HostConfig::new(workspace(), &handler, &storage);
-    cfg.echo_handler_output = std::env::var("ECHO_HANDLER").is_ok();
-    cfg.env = dev_host::sim_settings::handler_settings(&sim, &prefix);
-    dev_host::sim_settings::set(&mut cfg.env, "RUST_LOG", "warn");
+    let mut env = rig::handler_env(&sim, &prefix, "warn");
     // Its offboard calls are unsigned function-key calls (design §9.1).
-    dev_host::sim_settings::set(&mut cfg.env, "WEBHOOK_ALLOW_UNSIGNED", "true");
-    let host = Host::start(cfg)
-        .await
-        .map_err(|e| anyhow::anyhow!("dev-host: {e:#}"))?;
+    dev_host::sim_settings::set(&mut env, "WEBHOOK_ALLOW_UNSIGNED", "true");
+    let host = rig::start_host(&handler, &storage, env, |cfg| {
+        cfg.echo_handler_output = std::env::var("ECHO_HANDLER").is_ok();
+    })
+    .await?;
     let http = reqwest::Client::new();
     let api = |path: &str| format!("{}/api/{path}", host.base_url().trim_end_matches('/'));
 
     for t in 0..TENANTS {
         let tenant = tenant_id(t);
-        let res = http
-            .put(api(&format!("tenants/{tenant}")))
-            .header("x-functions-key", host.admin_key())
-            .json(&json!({"displayName": format!("Tenant {t}"), "clientId": format!("{:08x}-1111-4111-8111-{:012x}", t, t), "authMode": "secret", "secretName": format!("bench-{t}")}))
-            .send()
-            .await?;
-        if !res.status().is_success() {
-            bail!("registering tenant {t}: {}", res.status());
-        }
+        let client_id = format!("{:08x}-1111-4111-8111-{:012x}", t, t);
+        let app = rig::TenantApp {
+            tenant: &tenant,
+            client_id: &client_id,
+            display_name: &format!("Tenant {t}"),
+            secret_name: &format!("bench-{t}"),
+            secret: "bench-secret-value",
+        };
+        rig::register_tenant(&http, &host, &sim, &app).await?;
     }
     host.wait_for_idle(Duration::from_secs(300))
         .await

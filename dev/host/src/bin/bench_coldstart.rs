@@ -39,14 +39,10 @@ struct Args {
     node: String,
 }
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         runs: 30,
-        handler: workspace().join("target/release/handler"),
+        handler: dev_host::rig::target_dir().join("release").join("handler"),
         node: "node".into(),
     };
     let mut it = std::env::args().skip(1);
@@ -148,15 +144,9 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
+#[path = "bench/common.rs"]
+mod common;
+use common::status_kib;
 
 fn percentile(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();

@@ -14,7 +14,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -25,15 +24,13 @@ use defender_ops::clients::tables::{
 use defender_ops::config::StorageSettings;
 use defender_ops::domain::TenantId;
 use defender_ops::store::devices::{self, col};
-use dev_host::storage::azurite_connection_string;
-use dev_host::{Azurite, Host, HostConfig, RunningHost};
-use dev_sim::{AppRegistration, Sim, SimConfig};
+use defender_ops::sync::BATCHES_IN_FLIGHT as PRODUCT_BATCHES_IN_FLIGHT;
+use dev_host::rig;
+use dev_sim::Sim;
 use futures::StreamExt;
 
 const TENANT: &str = "5b0c8e2a-71d4-4c9e-a3f6-2d8e9b1c4a70";
 const APP: &str = "6c1d9f3b-82e5-4daf-b407-3e9fac2d5b81";
-/// The product's `BATCHES_IN_FLIGHT` (handler/functions/sync_tenant.rs).
-const PRODUCT_BATCHES_IN_FLIGHT: usize = 4;
 const BASELINE_IN_FLIGHT: usize = 32;
 
 struct Args {
@@ -43,16 +40,12 @@ struct Args {
     handler: PathBuf,
 }
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         devices: 100_000,
         reps: 3,
         baseline: true,
-        handler: workspace().join("target/release/handler"),
+        handler: rig::target_dir().join("release").join("handler"),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -64,12 +57,7 @@ fn parse_args() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other}"),
         }
     }
-    if !a.handler.exists() {
-        bail!(
-            "{} does not exist: cargo build --release --bin handler",
-            a.handler.display()
-        );
-    }
+    a.handler = rig::handler_binary(Some(a.handler), "release")?;
     Ok(a)
 }
 
@@ -80,84 +68,28 @@ use common::*;
 // ---------------------------------------------------------------------------------------
 // The product, through dev/host.
 
-struct Rig {
-    _azurite: Azurite,
-    host: RunningHost,
-    counts: Arc<Counts>,
-    /// Through the proxy (counted).
-    proxied: String,
-    /// Direct (the bench's own reads).
-    direct: TableService,
-    handler: PathBuf,
-    http: reqwest::Client,
-}
-
-async fn start_rig(sim: &Sim, handler: &Path, rep: usize) -> anyhow::Result<Rig> {
-    let azurite = Azurite::start().await?;
-    let counts = Arc::new(Counts::default());
-    let proxy_port = start_proxy(azurite.table_port(), counts.clone()).await?;
-    let proxied = azurite_connection_string(proxy_port, azurite.queue_port());
-    let prefix = format!("b{rep}");
-    let mut env = dev_host::sim_settings::handler_settings(sim, &prefix);
-    // The product's own default filter (handler/telemetry.rs), as in Azure.
-    env.push((
-        "RUST_LOG".into(),
-        std::env::var("BENCH_HANDLER_RUST_LOG").unwrap_or_else(|_| {
-            "info,hyper=warn,reqwest=warn,azure_core=warn,azure_identity=warn".into()
-        }),
-    ));
-    let mut cfg = HostConfig::new(workspace(), handler, &proxied);
-    cfg.env = env;
-    cfg.queue_prefix = format!("q{rep}");
-    // BENCH_ECHO_HANDLER=1 shows the handler's log (with BENCH_HANDLER_RUST_LOG=debug, the
-    // sync's phases).
-    cfg.echo_handler_output = std::env::var_os("BENCH_ECHO_HANDLER").is_some();
-    cfg.host_json_patch =
-        Some(serde_json::json!({"extensions": {"queues": {"visibilityTimeout": "00:00:01"}}}));
-    let host = Host::start(cfg).await?;
-    let direct = TableService::from_settings(
-        &StorageSettings::ConnectionString(azurite.connection_string().into()),
-        TableOptions::with_prefix(prefix.clone()),
-    )?;
-    Ok(Rig {
-        _azurite: azurite,
-        host,
-        counts,
-        proxied,
-        direct,
-        handler: handler.to_path_buf(),
-        http: reqwest::Client::new(),
+async fn start_bench_rig(sim: &Sim, handler: &Path, rep: usize) -> anyhow::Result<Rig> {
+    start_rig(sim, handler, &format!("b{rep}"), Vec::new(), |cfg| {
+        cfg.queue_prefix = format!("q{rep}");
+        // BENCH_ECHO_HANDLER=1 shows the handler's log (with BENCH_HANDLER_RUST_LOG=debug,
+        // the sync's phases).
+        cfg.echo_handler_output = std::env::var_os("BENCH_ECHO_HANDLER").is_some();
+        cfg.host_json_patch =
+            Some(serde_json::json!({"extensions": {"queues": {"visibilityTimeout": "00:00:01"}}}));
     })
+    .await
 }
 
 impl Rig {
     async fn register_tenant(&self, sim: &Sim) -> anyhow::Result<()> {
-        let secret_name = "bench-tenant-secret";
-        let secret = "bench-s3cr3t-value";
-        sim.add_tenant(TENANT);
-        sim.add_app(AppRegistration::with_secret(TENANT, APP, secret));
-        sim.set_secret(secret_name, secret);
-        let url = format!("{}/api/tenants/{TENANT}", self.host.base_url());
-        let res = self
-            .http
-            .put(url)
-            .header("x-functions-key", self.host.admin_key())
-            .header("content-type", "application/json")
-            .body(
-                serde_json::json!({
-                    "displayName": "Bench tenant",
-                    "clientId": APP,
-                    "authMode": "secret",
-                    "secretName": secret_name,
-                })
-                .to_string(),
-            )
-            .send()
-            .await?;
-        let status = res.status();
-        if !status.is_success() {
-            bail!("tenant registration: {status} {}", res.text().await?);
-        }
+        let app = rig::TenantApp {
+            tenant: TENANT,
+            client_id: APP,
+            display_name: "Bench tenant",
+            secret_name: "bench-tenant-secret",
+            secret: "bench-s3cr3t-value",
+        };
+        rig::register_tenant(&self.http, &self.host, sim, &app).await?;
         Ok(())
     }
 
@@ -249,7 +181,7 @@ fn build_entities(sim: &Sim) -> anyhow::Result<Vec<Entity>> {
     for m in sim.machines(TENANT) {
         let v = serde_json::to_value(&m)?;
         let machine: defender_ops::clients::defender::Machine = serde_json::from_value(v)?;
-        let Some(content) = defender_ops::functions::sync_tenant::to_content(machine) else {
+        let Some(content) = defender_ops::sync::to_content(machine) else {
             continue;
         };
         let stale = defender_ops::domain::device::is_stale(
@@ -352,11 +284,7 @@ fn list(v: &[f64], digits: usize) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let sim = Sim::start(SimConfig {
-        ca_pem: Some(workspace().join("target/dev-sim-ca/ca.pem")),
-        ..SimConfig::default()
-    })
-    .await?;
+    let sim = rig::start_sim().await?;
     eprintln!("bench-sync: generating {} devices", args.devices);
     let summary = sim.generate_machines(TENANT, args.devices, 42);
     let total = sim.machines(TENANT).len();
@@ -388,7 +316,7 @@ async fn main() -> anyhow::Result<()> {
             rep + 1,
             args.reps
         );
-        let rig = start_rig(&sim, &args.handler, rep).await?;
+        let rig = start_bench_rig(&sim, &args.handler, rep).await?;
         let floor_svc = service(&rig.proxied, &format!("f{rep}"))?;
         let floor_table = floor_svc.table("Devices")?;
         // Alternate which writer meets the fresher Azurite.

@@ -35,9 +35,8 @@ use anyhow::{Context, bail};
 use defender_ops::clients::tables::{Entity, TableOptions, TableService, filter};
 use defender_ops::config::StorageSettings;
 use defender_ops::store::devices::{DeviceRow, col};
-use dev_host::storage::azurite_connection_string;
-use dev_host::{Azurite, Host, HostConfig, RunningHost};
-use dev_sim::{AppRegistration, RateLimits, Sim, SimConfig};
+use dev_host::rig;
+use dev_sim::{RateLimits, Sim, SimConfig};
 use futures::StreamExt;
 
 const TENANT: &str = "7d2e0a4c-93f6-4b1a-8c52-4fab3e6d7c92";
@@ -64,15 +63,11 @@ fn levels(arg: Option<String>) -> anyhow::Result<Vec<usize>> {
         .collect()
 }
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         step: Duration::from_secs(7),
         devices: 20_000,
-        handler: workspace().join("target/release/handler"),
+        handler: rig::target_dir().join("release").join("handler"),
         dry_levels: DRY_LEVELS.to_vec(),
         real_levels: REAL_LEVELS.to_vec(),
     };
@@ -90,12 +85,7 @@ fn parse_args() -> anyhow::Result<Args> {
             other => bail!("unknown argument {other}"),
         }
     }
-    if !a.handler.exists() {
-        bail!(
-            "{} does not exist: cargo build --release --bin handler",
-            a.handler.display()
-        );
-    }
+    a.handler = rig::handler_binary(Some(a.handler), "release")?;
     Ok(a)
 }
 
@@ -125,68 +115,25 @@ fn clk_tck() -> u64 {
 // ---------------------------------------------------------------------------------------
 // The rig.
 
-struct Rig {
-    _azurite: Azurite,
-    host: RunningHost,
-    counts: Arc<Counts>,
-    proxied: String,
-    direct: TableService,
-    handler: PathBuf,
-}
-
-async fn start_rig(sim: &Sim, handler: &std::path::Path) -> anyhow::Result<Rig> {
-    let azurite = Azurite::start().await?;
-    let counts = Arc::new(Counts::default());
-    let proxy_port = start_proxy(azurite.table_port(), counts.clone()).await?;
-    let proxied = azurite_connection_string(proxy_port, azurite.queue_port());
-    let prefix = "w1".to_owned();
-    let mut env = dev_host::sim_settings::handler_settings(sim, &prefix);
-    env.push(("WEBHOOK_HMAC_SECRET".into(), HMAC_SECRET_NAME.into()));
-    // The product's own default filter (handler/telemetry.rs), as in Azure.
-    env.push((
-        "RUST_LOG".into(),
-        std::env::var("BENCH_HANDLER_RUST_LOG").unwrap_or_else(|_| {
-            "info,hyper=warn,reqwest=warn,azure_core=warn,azure_identity=warn".into()
-        }),
-    ));
-    let mut cfg = HostConfig::new(workspace(), handler, &proxied);
-    cfg.env = env;
-    cfg.queue_prefix = "qw".into();
-    cfg.echo_handler_output = false;
-    let host = Host::start(cfg).await?;
-    let direct = TableService::from_settings(
-        &StorageSettings::ConnectionString(azurite.connection_string().into()),
-        TableOptions::with_prefix(prefix),
-    )?;
-    Ok(Rig {
-        _azurite: azurite,
-        host,
-        counts,
-        proxied,
-        direct,
-        handler: handler.to_path_buf(),
+async fn start_bench_rig(sim: &Sim, handler: &std::path::Path) -> anyhow::Result<Rig> {
+    let extra = vec![("WEBHOOK_HMAC_SECRET".into(), HMAC_SECRET_NAME.into())];
+    start_rig(sim, handler, "w1", extra, |cfg| {
+        cfg.queue_prefix = "qw".into();
+        cfg.echo_handler_output = false;
     })
+    .await
 }
 
 async fn register_and_sync(rig: &Rig, sim: &Sim) -> anyhow::Result<()> {
-    let secret_name = "bench-tenant-secret";
-    sim.add_tenant(TENANT);
-    sim.add_app(AppRegistration::with_secret(TENANT, APP, "bench-s3cr3t"));
-    sim.set_secret(secret_name, "bench-s3cr3t");
     sim.set_secret(HMAC_SECRET_NAME, HMAC_KEY);
-    let res = reqwest::Client::new()
-        .put(format!("{}/api/tenants/{TENANT}", rig.host.base_url()))
-        .header("x-functions-key", rig.host.admin_key())
-        .header("content-type", "application/json")
-        .body(
-            serde_json::json!({"displayName": "Bench", "clientId": APP, "authMode": "secret", "secretName": secret_name})
-                .to_string(),
-        )
-        .send()
-        .await?;
-    if !res.status().is_success() {
-        bail!("tenant registration: {}", res.status());
-    }
+    let app = dev_host::rig::TenantApp {
+        tenant: TENANT,
+        client_id: APP,
+        display_name: "Bench",
+        secret_name: "bench-tenant-secret",
+        secret: "bench-s3cr3t",
+    };
+    dev_host::rig::register_tenant(&rig.http, &rig.host, sim, &app).await?;
     let audit = rig.direct.table("Audit")?;
     let f = filter::and(
         &filter::eq("PartitionKey", TENANT),
@@ -420,12 +367,12 @@ async fn main() -> anyhow::Result<()> {
     // Defender's would.
     let sim = Sim::start(SimConfig {
         rate_limits: RateLimits::default(),
-        ca_pem: Some(workspace().join("target/dev-sim-ca/ca.pem")),
+        ca_pem: Some(rig::sim_ca_pem()),
         ..SimConfig::default()
     })
     .await?;
     sim.generate_machines(TENANT, args.devices, 7);
-    let rig = start_rig(&sim, &args.handler).await?;
+    let rig = start_bench_rig(&sim, &args.handler).await?;
     eprintln!("bench-webhook: first sync of {} devices", args.devices);
     register_and_sync(&rig, &sim).await?;
     let mut machines = eligible(&rig).await?;

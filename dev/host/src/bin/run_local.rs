@@ -18,8 +18,9 @@ use anyhow::{Context, bail};
 use defender_ops::clients::tables::{Entity, TableError, TableOptions, TableService};
 use defender_ops::config::StorageSettings;
 use defender_ops::domain::signature;
+use dev_host::rig::{target_dir, workspace};
 use dev_host::{Azurite, Host, HostConfig, LogSource, RunningHost};
-use dev_sim::{AppRegistration, FleetSummary, Incident, SentMail, Sim, SimConfig};
+use dev_sim::{AppRegistration, FleetSummary, Incident, SentMail, Sim};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -144,39 +145,8 @@ fn main() -> ExitCode {
 
 // ---- paths -------------------------------------------------------------------------------
 
-/// The workspace root (holds host.json and functions/).
-fn workspace() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    std::fs::canonicalize(&dir).unwrap_or(dir)
-}
-
-/// `CARGO_TARGET_DIR` (relative to the current directory) or `<workspace>/target`.
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                std::env::current_dir().unwrap_or_default().join(dir)
-            }
-        }
-        None => workspace().join("target"),
-    }
-}
-
 fn handler_path(args: &Args) -> anyhow::Result<PathBuf> {
-    let path = args
-        .handler
-        .clone()
-        .unwrap_or_else(|| target_dir().join("debug").join("handler"));
-    if !path.is_file() {
-        bail!(
-            "no handler binary at {}: run `cargo build --bin handler` (scripts/run-local does)",
-            path.display()
-        );
-    }
-    Ok(path)
+    dev_host::rig::handler_binary(args.handler.clone(), "debug")
 }
 
 // ---- progress ----------------------------------------------------------------------------
@@ -650,13 +620,7 @@ async fn simulated_with_storage(
 }
 
 async fn seed_sim(hmac_key: &str) -> anyhow::Result<((Sim, Vec<FleetSummary>, String), String)> {
-    let ca = target_dir().join("dev-sim-ca").join("ca.pem");
-    let sim = Sim::start(SimConfig {
-        ca_pem: Some(ca),
-        ..SimConfig::default()
-    })
-    .await
-    .context("starting the simulator")?;
+    let sim = dev_host::rig::start_sim().await?;
     let mut fleets = Vec::new();
     let mut incidents = 0;
     for (n, t) in TENANTS.iter().enumerate() {
@@ -749,13 +713,13 @@ async fn start_host(
     handler: &Path,
     storage: &str,
 ) -> anyhow::Result<(RunningHost, String)> {
-    let mut cfg = HostConfig::new(workspace(), handler, storage);
-    cfg.env = sim_settings(sim);
-    cfg.echo_handler_output = false;
-    // Failed queue messages come back after 2 s instead of 30 s, so a retry shows quickly.
-    cfg.host_json_patch =
-        Some(json!({"extensions": {"queues": {"visibilityTimeout": "00:00:02"}}}));
-    let host = Host::start(cfg).await?;
+    let host = dev_host::rig::start_host(handler, storage, sim_settings(sim), |cfg| {
+        cfg.echo_handler_output = false;
+        // Failed queue messages come back after 2 s instead of 30 s, so a retry shows quickly.
+        cfg.host_json_patch =
+            Some(json!({"extensions": {"queues": {"visibilityTimeout": "00:00:02"}}}));
+    })
+    .await?;
     let detail = format!(
         "{} ({} functions, handler on :{})",
         host.base_url(),
@@ -763,6 +727,15 @@ async fn start_host(
         host.handler_port()
     );
     Ok((host, detail))
+}
+
+/// How many times `SyncTenant` ran and failed, for a step's detail.
+fn sync_runs(host: &RunningHost) -> String {
+    let s = host.stats("SyncTenant");
+    format!(
+        "SyncTenant ran {} time(s), {} failed",
+        s.invocations, s.failed
+    )
 }
 
 async fn health(api: &Api) -> anyhow::Result<((), String)> {
@@ -849,14 +822,7 @@ async fn flow(p: &mut Progress, ctx: &Ctx) -> anyhow::Result<Report> {
         "first sync (queued by the registrations): wait for the queues",
         async {
             settle(host).await?;
-            let s = host.stats("SyncTenant");
-            Ok((
-                (),
-                format!(
-                    "SyncTenant ran {} time(s), {} failed",
-                    s.invocations, s.failed
-                ),
-            ))
+            Ok(((), sync_runs(host)))
         },
     )
     .await?;
@@ -1768,14 +1734,7 @@ async fn azure_flow(
         p.step("fire SyncScheduler and wait for the syncs", async {
             fire(&host, "SyncScheduler").await?;
             settle(&host).await?;
-            let s = host.stats("SyncTenant");
-            Ok((
-                (),
-                format!(
-                    "SyncTenant ran {} time(s), {} failed",
-                    s.invocations, s.failed
-                ),
-            ))
+            Ok(((), sync_runs(&host)))
         })
         .await?;
         for t in &tenants {

@@ -277,3 +277,56 @@ pub fn reset_peak(pid: u32) -> bool {
 pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
+
+/// The handler's log filter: `BENCH_HANDLER_RUST_LOG`, else the product's default (as in Azure).
+pub fn log_filter() -> String {
+    std::env::var("BENCH_HANDLER_RUST_LOG")
+        .unwrap_or_else(|_| dev_host::rig::PRODUCT_LOG_FILTER.to_owned())
+}
+
+/// The product through dev/host, its table traffic counted by the proxy.
+pub struct Rig {
+    pub _azurite: dev_host::Azurite,
+    pub host: dev_host::RunningHost,
+    pub counts: std::sync::Arc<Counts>,
+    /// Through the proxy (counted).
+    pub proxied: String,
+    /// Direct (the bench's own reads).
+    pub direct: defender_ops::clients::tables::TableService,
+    pub handler: std::path::PathBuf,
+    pub http: reqwest::Client,
+}
+
+/// A private Azurite, the counting proxy in front of its table port, and dev/host running
+/// `handler` on the simulator's settings plus `extra` (tables prefixed `prefix`); `edit` sets
+/// the rest of the host's configuration.
+pub async fn start_rig(
+    sim: &dev_sim::Sim,
+    handler: &std::path::Path,
+    prefix: &str,
+    extra: Vec<(String, String)>,
+    edit: impl FnOnce(&mut dev_host::HostConfig),
+) -> anyhow::Result<Rig> {
+    use defender_ops::clients::tables::{TableOptions, TableService};
+    use defender_ops::config::StorageSettings;
+    let azurite = dev_host::Azurite::start().await?;
+    let counts = std::sync::Arc::new(Counts::default());
+    let proxy_port = start_proxy(azurite.table_port(), counts.clone()).await?;
+    let proxied = dev_host::storage::azurite_connection_string(proxy_port, azurite.queue_port());
+    let mut env = dev_host::rig::handler_env(sim, prefix, &log_filter());
+    env.extend(extra);
+    let host = dev_host::rig::start_host(handler, &proxied, env, edit).await?;
+    let direct = TableService::from_settings(
+        &StorageSettings::ConnectionString(azurite.connection_string().into()),
+        TableOptions::with_prefix(prefix.to_owned()),
+    )?;
+    Ok(Rig {
+        _azurite: azurite,
+        host,
+        counts,
+        proxied,
+        direct,
+        handler: handler.to_path_buf(),
+        http: reqwest::Client::new(),
+    })
+}
