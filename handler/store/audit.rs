@@ -159,7 +159,7 @@ mod tests {
         ] {
             assert!(!in_window(&row_key(outside, unique), from, to), "{outside}");
         }
-        let tenant = TenantId::parse("8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c").unwrap();
+        let tenant = TenantId::parse("8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c").expect("tenant");
         let f = window_filter(&tenant, "req-1", from, to);
         assert!(
             f.contains("RowKey ge '") && f.contains("RowKey lt '"),
