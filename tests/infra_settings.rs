@@ -627,6 +627,34 @@ fn modules_and_parameter_file_match_their_declarations() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+#[test]
+fn basic_publishing_credentials_are_off_for_ftp_and_scm() {
+    const POLICY_TYPE: &str = "Microsoft.Web/sites/basicPublishingCredentialsPolicies@";
+    let files = bicep_files();
+    let mut off = BTreeSet::new();
+    for f in &files {
+        for (open, close) in f.resources(POLICY_TYPE) {
+            let body = &f.toks[open..=close];
+            let name = body
+                .windows(3)
+                .find(|w| w[0].is_ident("name") && w[1].is_punct(':'))
+                .and_then(|w| w[2].literal().map(str::to_owned));
+            let allows = body
+                .windows(3)
+                .find(|w| w[0].is_ident("allow") && w[1].is_punct(':'))
+                .map(|w| w[2].is_ident("false"));
+            if let (Some(name), Some(true)) = (name, allows) {
+                off.insert(name);
+            }
+        }
+    }
+    assert_eq!(
+        off,
+        BTreeSet::from(["ftp".to_owned(), "scm".to_owned()]),
+        "infra/ must set basicPublishingCredentialsPolicies ftp and scm to allow: false"
+    );
+}
+
 // ---- the scanner itself can fail -----------------------------------------------------------
 
 const SAMPLE: &str = r#"

@@ -32,6 +32,6 @@ pub async fn handle(
     };
     let mut body = offboard::to_json(&v.request);
     body["history"] =
-        serde_json::Value::Array(offboard::history(&t, &tenant, &id).await.map_err(storage)?);
+        serde_json::Value::Array(offboard::history(&t, &v.request).await.map_err(storage)?);
     Ok(InvocationResponse::http(&HttpResponse::json(200, &body)))
 }

@@ -528,18 +528,17 @@ pub fn result_note(r: &OffboardRequest, now: OffsetDateTime) -> Note {
     }
 }
 
-/// The request's history from the audit trail, oldest first.
+/// The request's history from the audit trail, oldest first: a bounded query over the
+/// request's own time span (`store::audit::window_filter`), not the tenant's whole trail.
 ///
 /// # Errors
 /// Storage failures.
-pub async fn history(
-    t: &Tables,
-    tenant: &TenantId,
-    request: &RequestId,
-) -> Result<Vec<Value>, TableError> {
-    let f = filter::and(
-        &filter::eq("PartitionKey", tenant.as_str()),
-        &filter::eq("Subject", request.as_str()),
+pub async fn history(t: &Tables, r: &OffboardRequest) -> Result<Vec<Value>, TableError> {
+    let f = audit::window_filter(
+        &r.tenant_id,
+        r.request_id.as_str(),
+        r.created_at,
+        r.updated_at.max(r.created_at),
     );
     let mut rows: Vec<(OffsetDateTime, Value)> = t
         .audit

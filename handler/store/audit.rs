@@ -28,6 +28,42 @@ pub fn row_key(at: OffsetDateTime, unique: &str) -> String {
     format!("{:019}-{unique}", i64::MAX - ticks.max(0))
 }
 
+/// How far outside a subject's own time span its events are looked for (clocks of two
+/// instances, a write that took its `now` a little before the request row's).
+pub const WINDOW_SLACK: time::Duration = time::Duration::minutes(5);
+
+fn tick_prefix(at: OffsetDateTime) -> String {
+    let ticks = i64::try_from(at.unix_timestamp_nanos() / 100).unwrap_or(i64::MAX);
+    format!("{:019}", i64::MAX - ticks.max(0))
+}
+
+/// The query for one subject's events written between `from` and `to`: a RowKey range of the
+/// tenant's partition (keys sort newest first), so the service reads only the rows of that
+/// time span instead of the whole partition, and the subject filter picks among them. Rows
+/// keep the existing key format: old data stays readable.
+#[must_use]
+pub fn window_filter(
+    tenant: &TenantId,
+    subject: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> String {
+    use crate::clients::tables::filter;
+    let newest = tick_prefix(to + WINDOW_SLACK);
+    // '.' sorts right after '-', the separator of `row_key`: every key of the oldest tick.
+    let oldest = format!("{}.", tick_prefix(from - WINDOW_SLACK));
+    filter::and(
+        &filter::and(
+            &filter::eq("PartitionKey", tenant.as_str()),
+            &filter::and(
+                &filter::ge("RowKey", newest.as_str()),
+                &filter::lt("RowKey", oldest.as_str()),
+            ),
+        ),
+        &filter::eq("Subject", subject),
+    )
+}
+
 impl AuditEntry {
     #[must_use]
     pub fn new(kind: &str, subject: &str, detail: impl Into<String>, at: OffsetDateTime) -> Self {
@@ -126,6 +162,43 @@ pub async fn append_app(
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    /// The RowKey bounds of [`window_filter`], as the service compares them (strings).
+    fn in_window(key: &str, from: OffsetDateTime, to: OffsetDateTime) -> bool {
+        let newest = tick_prefix(to + WINDOW_SLACK);
+        let oldest = format!("{}.", tick_prefix(from - WINDOW_SLACK));
+        key >= newest.as_str() && key < oldest.as_str()
+    }
+
+    #[test]
+    fn a_window_holds_every_row_of_its_span_and_none_far_outside() {
+        let from = datetime!(2026-11-29 10:00 UTC);
+        let to = datetime!(2026-11-29 10:20 UTC);
+        let unique = "0d0e5c80-fe1c-4101-bba5-a6650cd3341e-Succeeded";
+        for inside in [
+            from,
+            to,
+            from + time::Duration::minutes(7),
+            to + WINDOW_SLACK,
+        ] {
+            assert!(in_window(&row_key(inside, unique), from, to), "{inside}");
+        }
+        for outside in [
+            from - WINDOW_SLACK - time::Duration::seconds(1),
+            to + WINDOW_SLACK + time::Duration::seconds(1),
+            datetime!(2026-11-01 10:00 UTC),
+            datetime!(2026-12-29 10:00 UTC),
+        ] {
+            assert!(!in_window(&row_key(outside, unique), from, to), "{outside}");
+        }
+        let tenant = TenantId::parse("8f3c2a1b-5d4e-4f6a-9b7c-0d1e2f3a4b5c").expect("tenant");
+        let f = window_filter(&tenant, "req-1", from, to);
+        assert!(
+            f.contains("RowKey ge '") && f.contains("RowKey lt '"),
+            "{f}"
+        );
+        assert!(f.contains("Subject eq 'req-1'"), "{f}");
+    }
 
     #[test]
     fn newer_events_sort_first() {

@@ -267,5 +267,24 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// Basic (user name + password) publishing is off for both FTP and the SCM/Kudu site: deploys
+// go through Entra ID (scripts/deploy: `az functionapp deployment source config-zip`), so a
+// leaked publish profile can't push code that holds every tenant's offboarding rights.
+resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
 output name string = site.name
 output defaultHostName string = site.properties.defaultHostName
