@@ -45,6 +45,7 @@
 pub mod assets;
 pub mod auth;
 pub mod form;
+pub mod oidc;
 pub mod overview;
 pub mod page;
 pub mod refusal;
@@ -63,6 +64,12 @@ pub use form::Form;
 pub use page::Page;
 pub use refusal::Refusal;
 pub use views::{Layout, render};
+
+/// What the console keeps between requests (in [`crate::app::Services`]).
+#[derive(Default)]
+pub struct ConsoleCache {
+    pub jwks: oidc::JwksCache,
+}
 
 /// Where the console lives (the host's route prefix `api` + the function's route).
 pub const PREFIX: &str = "/api/console";
