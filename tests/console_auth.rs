@@ -392,3 +392,175 @@ async fn static_assets_are_served_as_text_with_the_headers() {
         .expect("sent");
     assert_eq!(missing.status(), 404);
 }
+
+/// A signed-in session of `user` made with the test's copy of the key: (cookie, CSRF token).
+fn session(user: &str) -> (String, String) {
+    let sealed = session_of(user, OffsetDateTime::now_utc());
+    let Sealed::User { csrf, .. } = &sealed else {
+        unreachable!()
+    };
+    (key(SESSION_SECRET).seal(&sealed), csrf.clone())
+}
+
+async fn post_form(
+    env: &Env,
+    path: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    no_redirects()
+        .post(env.url(path))
+        .header("cookie", format!("{COOKIE_NAME}={cookie}"))
+        .form(form)
+        .send()
+        .await
+        .expect("sent")
+}
+
+#[tokio::test]
+async fn an_admin_registers_edits_checks_and_disables_a_tenant_and_a_viewer_cannot() {
+    let env = start().await;
+    let tenant = "5a1d3c7e-2b4f-4e6a-8c9d-0e1f2a3b4c5d";
+    let client_id = "66666666-6666-4666-8666-666666666666";
+    env.sim.add_tenant(tenant);
+    let mut app = AppRegistration::with_secret(tenant, client_id, "tenantApp5ecret");
+    app.mde_roles.retain(|r| r != "Machine.Offboard");
+    env.sim.add_app(app);
+    env.sim.set_secret("evil-co", "tenantApp5ecret");
+    let (admin, admin_csrf) = session("admin");
+    let (viewer, viewer_csrf) = session("viewer");
+    let name = "<b>Evil & Co</b>";
+    let form = |csrf: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("csrf", csrf),
+            ("tenantId", "5a1d3c7e-2b4f-4e6a-8c9d-0e1f2a3b4c5d"),
+            ("displayName", "<b>Evil & Co</b>"),
+            ("clientId", "66666666-6666-4666-8666-666666666666"),
+            ("authMode", "secret"),
+            ("secretName", "evil-co"),
+            ("enabled", "on"),
+        ]
+    };
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+
+    // A viewer sees no Tenants page and can't register, even with a valid CSRF token.
+    let r = get_with_cookie(&env, "console/tenants", &viewer).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.expect("page").contains("Console.Admin"));
+    let r = post_form(
+        &env,
+        "console/tenants",
+        &viewer,
+        &form(leak(viewer_csrf.clone())),
+    )
+    .await;
+    assert_eq!(r.status(), 403, "a viewer's crafted POST is refused");
+    let (status, _) = env
+        .admin(reqwest::Method::GET, &format!("tenants/{tenant}"), None)
+        .await;
+    assert_eq!(status, 404, "nothing was written");
+
+    // Bad input is refused by the API's own rules and shown as text.
+    let mut bad = form(leak(admin_csrf.clone()));
+    bad.retain(|(k, _)| *k != "secretName");
+    let r = post_form(&env, "console/tenants", &admin, &bad).await;
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text().await.expect("page").contains("secretName"),
+        "the API's message"
+    );
+
+    // The admin registers it: the API sees the same tenant; its name shows as text.
+    let r = post_form(
+        &env,
+        "console/tenants",
+        &admin,
+        &form(leak(admin_csrf.clone())),
+    )
+    .await;
+    assert_eq!(r.status(), 303, "post/redirect/get");
+    assert_eq!(
+        location(&r),
+        format!("/api/console/tenants/{tenant}?saved=1")
+    );
+    let (status, body) = env
+        .admin(reqwest::Method::GET, &format!("tenants/{tenant}"), None)
+        .await;
+    assert_eq!((status, body["displayName"].as_str()), (200, Some(name)));
+    let list = get_with_cookie(&env, "console/tenants", &admin).await;
+    assert_eq!(list.status(), 200);
+    assert_security_headers(list.headers(), "tenants");
+    let html = list.text().await.expect("page");
+    assert!(
+        !html.contains("<b>Evil"),
+        "markup in a name is never markup"
+    );
+    assert!(
+        html.contains("&#60;b&#62;Evil &#38; Co&#60;/b&#62;"),
+        "{html}"
+    );
+    assert!(html.contains("not checked"));
+
+    // The change is audited with the person as actor.
+    let audit = env.rows("Audit", tenant).await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.optional::<String>("Actor").ok().flatten().as_deref()
+                == Some("user:adam.admin@ops.test")
+                && e.optional::<String>("Kind").ok().flatten().as_deref()
+                    == Some("TenantRegistered")),
+        "{audit:?}"
+    );
+
+    // The check: a token, the permissions from its roles, one test call; stored for the overview.
+    let r = post_form(
+        &env,
+        &format!("console/tenants/{tenant}/check"),
+        &admin,
+        &[("csrf", admin_csrf.as_str())],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.expect("page");
+    assert!(
+        html.contains("<strong>Machine.Offboard</strong>"),
+        "missing permission shown: {html}"
+    );
+    assert!(html.contains("Machine.Read.All"));
+    let health = env.rows("TenantHealth", "health").await;
+    let row = health
+        .iter()
+        .find(|e| e.row_key == tenant)
+        .expect("health row");
+    assert_eq!(
+        row.optional::<String>("Missing").expect("col").as_deref(),
+        Some("Machine.Offboard")
+    );
+    assert_eq!(row.optional::<bool>("TokenOk").expect("col"), Some(true));
+
+    // Disable.
+    let r = post_form(
+        &env,
+        &format!("console/tenants/{tenant}/disable"),
+        &admin,
+        &[("csrf", admin_csrf.as_str())],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let (_, body) = env
+        .admin(reqwest::Method::GET, &format!("tenants/{tenant}"), None)
+        .await;
+    assert_eq!(body["enabled"], false);
+    // A viewer's check or disable is refused as well, with the viewer's own CSRF token.
+    for action in ["check", "disable"] {
+        let r = post_form(
+            &env,
+            &format!("console/tenants/{tenant}/{action}"),
+            &viewer,
+            &[("csrf", viewer_csrf.as_str())],
+        )
+        .await;
+        assert_eq!(r.status(), 403, "{action}");
+    }
+}

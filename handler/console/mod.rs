@@ -52,12 +52,13 @@ pub mod refusal;
 pub mod routes;
 pub mod session;
 pub mod signin;
+pub mod tenants;
 pub mod views;
 
 use time::OffsetDateTime;
 
 use crate::app::AppState;
-use crate::host::{HttpRequestData, HttpResponse};
+use crate::host::{HttpRequestData, InvocationResponse};
 
 pub use auth::{Admin, Approver, Operator, Role, SignedIn, Viewer};
 pub use form::Form;
@@ -113,7 +114,11 @@ pub fn sign_in_url(return_to: &str) -> String {
 }
 
 /// Answers one invocation of `Console`.
-pub async fn handle(state: &AppState, req: &HttpRequestData, invocation_id: &str) -> HttpResponse {
+pub async fn handle(
+    state: &AppState,
+    req: &HttpRequestData,
+    invocation_id: &str,
+) -> InvocationResponse {
     let path = req.param("path").unwrap_or_default().trim_matches('/');
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method.as_str();
@@ -130,7 +135,7 @@ pub async fn handle(state: &AppState, req: &HttpRequestData, invocation_id: &str
             .unwrap_or_else(|r| r.into_page(None, invocation_id)),
         _ => signed_in(state, req, method, &segments, path, invocation_id).await,
     };
-    page.into_response()
+    page.into_invocation()
 }
 
 async fn signed_in(

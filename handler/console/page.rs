@@ -18,6 +18,8 @@ pub struct Page {
     location: Option<String>,
     cookie: Option<String>,
     cacheable: bool,
+    /// Messages for a queue output binding of `Console` (e.g. `jobs`: a first sync).
+    queued: Vec<(&'static str, Vec<String>)>,
 }
 
 impl Page {
@@ -30,6 +32,7 @@ impl Page {
             location: None,
             cookie: None,
             cacheable: false,
+            queued: Vec::new(),
         }
     }
 
@@ -42,6 +45,7 @@ impl Page {
             location: Some(location.into()),
             cookie: None,
             cacheable: false,
+            queued: Vec::new(),
         }
     }
 
@@ -54,6 +58,7 @@ impl Page {
             location: None,
             cookie: None,
             cacheable: true,
+            queued: Vec::new(),
         }
     }
 
@@ -66,6 +71,7 @@ impl Page {
             location: None,
             cookie: None,
             cacheable: false,
+            queued: Vec::new(),
         }
     }
 
@@ -74,6 +80,23 @@ impl Page {
     pub fn with_cookie(mut self, set_cookie: String) -> Self {
         self.cookie = Some(set_cookie);
         self
+    }
+
+    /// Queues messages on an output binding of `Console` (`jobs`: the device-sync queue).
+    #[must_use]
+    pub fn with_queue(mut self, binding: &'static str, messages: Vec<String>) -> Self {
+        self.queued.push((binding, messages));
+        self
+    }
+
+    /// The invocation answer: the response in `res`, and the queued messages.
+    pub fn into_invocation(mut self) -> crate::host::InvocationResponse {
+        let queued = std::mem::take(&mut self.queued);
+        let mut answer = crate::host::InvocationResponse::http(&self.into_response());
+        for (binding, messages) in queued {
+            answer = answer.with_queue(binding, messages);
+        }
+        answer
     }
 
     pub fn status(&self) -> u16 {

@@ -3,7 +3,7 @@
 
 use super::page::Page;
 use super::refusal::Refusal;
-use super::{Console, overview};
+use super::{Console, overview, tenants};
 
 /// The page for `method` and the path's segments.
 ///
@@ -12,6 +12,12 @@ use super::{Console, overview};
 pub async fn dispatch(cx: &Console<'_>, method: &str, path: &[&str]) -> Result<Page, Refusal> {
     match (method, path) {
         ("GET", []) => overview::page(cx, cx.user.require()?).await,
+        ("GET", ["tenants"]) => tenants::list(cx, cx.user.require()?).await,
+        ("POST", ["tenants"]) => tenants::register(cx, cx.user.require()?).await,
+        ("GET", ["tenants", id]) => tenants::show(cx, cx.user.require()?, id).await,
+        ("POST", ["tenants", id]) => tenants::update(cx, cx.user.require()?, id).await,
+        ("POST", ["tenants", id, "disable"]) => tenants::disable(cx, cx.user.require()?, id).await,
+        ("POST", ["tenants", id, "check"]) => tenants::check(cx, cx.user.require()?, id).await,
         (_, [] | ["auth", ..]) => Err(Refusal::MethodNotAllowed),
         _ => Err(Refusal::NotFound),
     }

@@ -10,5 +10,5 @@ pub async fn handle(
     req: &HttpRequestData,
     invocation_id: &str,
 ) -> InvocationResponse {
-    InvocationResponse::http(&crate::console::handle(state, req, invocation_id).await)
+    crate::console::handle(state, req, invocation_id).await
 }

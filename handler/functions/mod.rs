@@ -179,7 +179,7 @@ pub const CATALOG: &[FunctionSpec] = &[
             route: "console/{*path}",
             auth: AuthLevel::Anonymous,
         },
-        outputs: &[RES],
+        outputs: &[RES, ("jobs", Some(queues::DEVICE_SYNC))],
     },
     FunctionSpec {
         name: "Notify",

@@ -89,7 +89,7 @@ pub(crate) fn storage(e: TableError) -> ApiError {
 }
 
 /// The registration fields of a PUT body, validated.
-struct Registration {
+pub(crate) struct Registration {
     auth: TenantAuth,
     display_name: String,
     enabled: bool,
@@ -97,17 +97,47 @@ struct Registration {
     notify_channels: ChannelSet,
 }
 
+/// A registration as sent, before validation: from a JSON body (the API) or a form (the
+/// console); both go through [`validate`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TenantFields {
+    pub display_name: String,
+    pub client_id: String,
+    pub auth_mode: String,
+    pub secret_name: Option<String>,
+    pub enabled: Option<bool>,
+    pub defender_api_base: Option<String>,
+    pub notify_channels: Option<Vec<String>>,
+}
+
 fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, ApiError> {
     body.only(FIELDS)?;
-    let display_name = body.str("displayName")?;
+    let fields = TenantFields {
+        display_name: body.str("displayName")?,
+        client_id: body.str("clientId")?,
+        auth_mode: body.str("authMode")?,
+        secret_name: body.opt_str("secretName")?,
+        enabled: body.opt_bool("enabled")?,
+        defender_api_base: body.opt_str("defenderApiBase")?,
+        notify_channels: body.opt_list("notifyChannels")?,
+    };
+    validate(id, fields)
+}
+
+/// Validates a registration (the one rule set of the API and the console).
+///
+/// # Errors
+/// 400 naming the field at fault.
+pub(crate) fn validate(id: TenantId, fields: TenantFields) -> Result<Registration, ApiError> {
+    let display_name = fields.display_name;
     if display_name.chars().count() > 256 {
         return Err(ApiError::bad_request(
             "InvalidField",
             "displayName must be at most 256 characters",
         ));
     }
-    let client_id = body.str("clientId")?;
-    let mode_raw = body.str("authMode")?;
+    let client_id = fields.client_id;
+    let mode_raw = fields.auth_mode;
     let mode = AuthMode::parse(&mode_raw).map_err(|_| {
         ApiError::bad_request(
             "InvalidAuthMode",
@@ -118,7 +148,7 @@ fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, Api
         )
     })?;
     let secret_name =
-        match body.opt_str("secretName")? {
+        match fields.secret_name {
             Some(s) => Some(SecretName::parse(&s).map_err(|e| {
                 ApiError::bad_request("InvalidSecretName", format!("secretName {e}"))
             })?),
@@ -132,7 +162,7 @@ fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, Api
         };
         ApiError::bad_request(code, e.to_string())
     })?;
-    let defender_api_base = match body.opt_str("defenderApiBase")? {
+    let defender_api_base = match fields.defender_api_base {
         Some(raw) => {
             let url = Url::parse(&raw)
                 .ok()
@@ -144,7 +174,7 @@ fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, Api
         }
         None => None,
     };
-    let notify_channels = match body.opt_list("notifyChannels")? {
+    let notify_channels = match fields.notify_channels {
         Some(names) => ChannelSet::from_names(names.iter().map(String::as_str))
             .map_err(|e| ApiError::bad_request("InvalidField", format!("notifyChannels: {e}")))?,
         None => ChannelSet::default(),
@@ -152,7 +182,7 @@ fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, Api
     Ok(Registration {
         auth,
         display_name,
-        enabled: body.opt_bool("enabled")?.unwrap_or(true),
+        enabled: fields.enabled.unwrap_or(true),
         defender_api_base,
         notify_channels,
     })
@@ -166,7 +196,35 @@ async fn put(
 ) -> Result<InvocationResponse, ApiError> {
     let body = JsonBody::parse(req, BODY_LIMIT)?;
     let reg = parse_registration(id.clone(), &body)?;
+    let saved = save(state, table, reg).await?;
+    let mut answer =
+        InvocationResponse::http(&HttpResponse::json(saved.status, &to_json(&saved.tenant)));
+    if let Some(job) = saved.first_sync {
+        answer = answer.with_queue("jobs", vec![job]);
+    }
+    Ok(answer)
+}
+
+/// A registration written: 201 created or 200 updated, and the first-sync job to queue on
+/// `jobs` when the tenant was created or re-enabled.
+pub(crate) struct Saved {
+    pub status: u16,
+    pub tenant: Tenant,
+    pub first_sync: Option<String>,
+}
+
+/// Writes a validated registration (the API's PUT and the console's forms): checks the
+/// secret exists first, keeps `createdAt`, refuses a lost race with 409.
+///
+/// # Errors
+/// [`ApiError`] for the caller.
+pub(crate) async fn save(
+    state: &AppState,
+    table: &crate::clients::tables::TableClient,
+    reg: Registration,
+) -> Result<Saved, ApiError> {
     check_secret_exists(state, &reg.auth).await?;
+    let id = reg.auth.tenant_id().clone();
 
     let now = state.now();
     let existing = tenants::get(table, &id).await.map_err(storage)?;
@@ -201,13 +259,12 @@ async fn put(
     state.services().credentials.forget(&tenant.auth);
     state.services().recent_tenants.forget(&id);
     tracing::info!(status, first_sync = queue_sync, "tenant registered");
-
-    let mut answer = InvocationResponse::http(&HttpResponse::json(status, &to_json(&tenant)));
-    if queue_sync {
-        let job = SyncJob::new(&id, "registered", now);
-        answer = answer.with_queue("jobs", vec![job.to_message()]);
-    }
-    Ok(answer)
+    let first_sync = queue_sync.then(|| SyncJob::new(&id, "registered", now).to_message());
+    Ok(Saved {
+        status,
+        tenant,
+        first_sync,
+    })
 }
 
 /// A `secret` tenant's secret must exist before the tenant is accepted: finding out at the
@@ -246,6 +303,22 @@ async fn disable(
     table: &crate::clients::tables::TableClient,
     id: &TenantId,
 ) -> Result<InvocationResponse, ApiError> {
+    let tenant = disable_tenant(state, table, id).await?;
+    Ok(InvocationResponse::http(&HttpResponse::json(
+        200,
+        &to_json(&tenant),
+    )))
+}
+
+/// Disables a tenant (its data is kept); idempotent.
+///
+/// # Errors
+/// 404 for an unknown tenant, 409 for a lost race.
+pub(crate) async fn disable_tenant(
+    state: &AppState,
+    table: &crate::clients::tables::TableClient,
+    id: &TenantId,
+) -> Result<Tenant, ApiError> {
     let Some(mut v) = tenants::get(table, id).await.map_err(storage)? else {
         return Err(unknown(id));
     };
@@ -256,10 +329,7 @@ async fn disable(
         state.services().recent_tenants.forget(id);
         tracing::info!("tenant disabled; its data is kept");
     }
-    Ok(InvocationResponse::http(&HttpResponse::json(
-        200,
-        &to_json(&v.tenant),
-    )))
+    Ok(v.tenant)
 }
 
 /// Replaces the tenant if nobody changed it since it was read; a lost race is a 409.

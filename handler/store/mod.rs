@@ -24,6 +24,8 @@ pub mod names {
     pub const CURSORS: &str = "Cursors";
     pub const OUTBOX: &str = "Outbox";
     pub const RATE_BUDGET: &str = "RateBudget";
+    /// The console's tenant checks (`store::tenants::TenantHealth`).
+    pub const TENANT_HEALTH: &str = "TenantHealth";
 
     /// Every table the product uses (the infra test checks Bicep creates each one).
     pub const ALL: &[&str] = &[
@@ -36,6 +38,7 @@ pub mod names {
         CURSORS,
         OUTBOX,
         RATE_BUDGET,
+        TENANT_HEALTH,
     ];
 }
 
