@@ -35,6 +35,7 @@ var tableNames = [
   'Cursors'
   'Outbox'
   'RateBudget'
+  'TenantHealth'
 ]
 
 // Every queue of functions/*/function.json and the host's poison queue for each (the host
