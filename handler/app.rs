@@ -59,6 +59,8 @@ pub struct Services {
     pub recent_tenants: crate::store::tenants::RecentlyEnabled,
     /// The last readiness probe (storage, Key Vault), shared by health calls for a while.
     pub readiness: crate::functions::health::ReadinessCache,
+    /// The console's caches (the identity provider's signing keys).
+    pub console: crate::console::ConsoleCache,
 }
 
 /// The time source; tests of time-dependent rules use a fixed one.
@@ -133,6 +135,7 @@ impl AppState {
                     std::time::Duration::from_secs(30),
                 ),
                 readiness: crate::functions::health::ReadinessCache::default(),
+                console: crate::console::ConsoleCache::default(),
             }),
         })
     }

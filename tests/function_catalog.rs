@@ -30,10 +30,13 @@ fn every_function_folder_has_a_handler_and_every_handler_has_a_folder() {
     let folders = function_folders();
     let catalog: BTreeSet<String> = CATALOG.iter().map(|s| s.name.to_owned()).collect();
     assert_eq!(folders, catalog);
+    for name in ["Health", "Tenants", "Devices", "Callers", "Console"] {
+        assert!(catalog.contains(name), "{name} is missing");
+    }
     assert_eq!(
         catalog.len(),
-        13,
-        "DESIGN §2 lists twelve functions; §9.1 adds Callers"
+        14,
+        "DESIGN §2 lists twelve functions; §9.1 adds Callers, §9.5 Console"
     );
 }
 

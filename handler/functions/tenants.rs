@@ -90,12 +90,25 @@ pub(crate) fn storage(e: TableError) -> ApiError {
 }
 
 /// The registration fields of a PUT body, validated.
-struct Registration {
+pub(crate) struct Registration {
     auth: TenantAuth,
     display_name: String,
     enabled: bool,
     defender_api_base: Option<Url>,
     notify_channels: ChannelSet,
+}
+
+/// A registration as sent, before validation: from a JSON body (the API) or a form (the
+/// console); both go through [`validate`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TenantFields {
+    pub display_name: String,
+    pub client_id: String,
+    pub auth_mode: String,
+    pub secret_name: Option<String>,
+    pub enabled: Option<bool>,
+    pub defender_api_base: Option<String>,
+    pub notify_channels: Option<Vec<String>>,
 }
 
 fn parse_registration(
@@ -104,15 +117,36 @@ fn parse_registration(
     configured_api_base: &Url,
 ) -> Result<Registration, ApiError> {
     body.only(FIELDS)?;
-    let display_name = body.str("displayName")?;
+    let fields = TenantFields {
+        display_name: body.str("displayName")?,
+        client_id: body.str("clientId")?,
+        auth_mode: body.str("authMode")?,
+        secret_name: body.opt_str("secretName")?,
+        enabled: body.opt_bool("enabled")?,
+        defender_api_base: body.opt_str("defenderApiBase")?,
+        notify_channels: body.opt_list("notifyChannels")?,
+    };
+    validate(id, fields, configured_api_base)
+}
+
+/// Validates a registration (the one rule set of the API and the console).
+///
+/// # Errors
+/// 400 naming the field at fault.
+pub(crate) fn validate(
+    id: TenantId,
+    fields: TenantFields,
+    configured_api_base: &Url,
+) -> Result<Registration, ApiError> {
+    let display_name = fields.display_name;
     if display_name.chars().count() > 256 {
         return Err(ApiError::bad_request(
             "InvalidField",
             "displayName must be at most 256 characters",
         ));
     }
-    let client_id = body.str("clientId")?;
-    let mode_raw = body.str("authMode")?;
+    let client_id = fields.client_id;
+    let mode_raw = fields.auth_mode;
     let mode = AuthMode::parse(&mode_raw).map_err(|_| {
         ApiError::bad_request(
             "InvalidAuthMode",
@@ -123,7 +157,7 @@ fn parse_registration(
         )
     })?;
     let secret_name =
-        match body.opt_str("secretName")? {
+        match fields.secret_name {
             Some(s) => Some(SecretName::parse(&s).map_err(|e| {
                 ApiError::bad_request("InvalidSecretName", format!("secretName {e}"))
             })?),
@@ -137,7 +171,7 @@ fn parse_registration(
         };
         ApiError::bad_request(code, e.to_string())
     })?;
-    let defender_api_base = match body.opt_str("defenderApiBase")? {
+    let defender_api_base = match fields.defender_api_base {
         Some(raw) => {
             let url = Url::parse(&raw)
                 .ok()
@@ -152,7 +186,7 @@ fn parse_registration(
         }
         None => None,
     };
-    let notify_channels = match body.opt_list("notifyChannels")? {
+    let notify_channels = match fields.notify_channels {
         Some(names) => ChannelSet::from_names(names.iter().map(String::as_str))
             .map_err(|e| ApiError::bad_request("InvalidField", format!("notifyChannels: {e}")))?,
         None => ChannelSet::default(),
@@ -160,7 +194,7 @@ fn parse_registration(
     Ok(Registration {
         auth,
         display_name,
-        enabled: body.opt_bool("enabled")?.unwrap_or(true),
+        enabled: fields.enabled.unwrap_or(true),
         defender_api_base,
         notify_channels,
     })
@@ -174,7 +208,36 @@ async fn put(
 ) -> Result<InvocationResponse, ApiError> {
     let body = JsonBody::parse(req, BODY_LIMIT)?;
     let reg = parse_registration(id.clone(), &body, &state.config().defender_api_base)?;
+    let saved = save(state, table, reg, &super::key_actor(req)).await?;
+    let mut answer =
+        InvocationResponse::http(&HttpResponse::json(saved.status, &to_json(&saved.tenant)));
+    if let Some(job) = saved.first_sync {
+        answer = answer.with_queue("jobs", vec![job]);
+    }
+    Ok(answer)
+}
+
+/// A registration written: 201 created or 200 updated, and the first-sync job to queue on
+/// `jobs` when the tenant was created or re-enabled.
+pub(crate) struct Saved {
+    pub status: u16,
+    pub tenant: Tenant,
+    pub first_sync: Option<String>,
+}
+
+/// Writes a validated registration (the API's PUT and the console's forms): checks the
+/// secret exists first, keeps `createdAt`, refuses a lost race with 409.
+///
+/// # Errors
+/// [`ApiError`] for the caller.
+pub(crate) async fn save(
+    state: &AppState,
+    table: &crate::clients::tables::TableClient,
+    reg: Registration,
+    actor: &crate::domain::Actor,
+) -> Result<Saved, ApiError> {
     check_secret_exists(state, &reg.auth).await?;
+    let id = reg.auth.tenant_id().clone();
 
     let now = state.now();
     let existing = tenants::get(table, &id).await.map_err(storage)?;
@@ -210,18 +273,17 @@ async fn put(
     } else {
         "updated"
     };
-    audit_change(state, &tenant, what, &super::key_actor(req)).await?;
+    audit_change(state, &tenant, what, actor).await?;
     // The client secret may have been rotated along with this registration.
     state.services().credentials.forget(&tenant.auth);
     state.services().recent_tenants.forget(&id);
     tracing::info!(status, first_sync = queue_sync, "tenant registered");
-
-    let mut answer = InvocationResponse::http(&HttpResponse::json(status, &to_json(&tenant)));
-    if queue_sync {
-        let job = SyncJob::new(&id, "registered", now);
-        answer = answer.with_queue("jobs", vec![job.to_message()]);
-    }
-    Ok(answer)
+    let first_sync = queue_sync.then(|| SyncJob::new(&id, "registered", now).to_message());
+    Ok(Saved {
+        status,
+        tenant,
+        first_sync,
+    })
 }
 
 /// A `secret` tenant's secret must exist before the tenant is accepted: finding out at the
@@ -261,6 +323,23 @@ async fn disable(
     id: &TenantId,
     actor: &crate::domain::Actor,
 ) -> Result<InvocationResponse, ApiError> {
+    let tenant = disable_tenant(state, table, id, actor).await?;
+    Ok(InvocationResponse::http(&HttpResponse::json(
+        200,
+        &to_json(&tenant),
+    )))
+}
+
+/// Disables a tenant (its data is kept); idempotent.
+///
+/// # Errors
+/// 404 for an unknown tenant, 409 for a lost race.
+pub(crate) async fn disable_tenant(
+    state: &AppState,
+    table: &crate::clients::tables::TableClient,
+    id: &TenantId,
+    actor: &crate::domain::Actor,
+) -> Result<Tenant, ApiError> {
     let Some(mut v) = tenants::get(table, id).await.map_err(storage)? else {
         return Err(unknown(id));
     };
@@ -272,10 +351,7 @@ async fn disable(
         state.services().recent_tenants.forget(id);
         tracing::info!("tenant disabled; its data is kept");
     }
-    Ok(InvocationResponse::http(&HttpResponse::json(
-        200,
-        &to_json(&v.tenant),
-    )))
+    Ok(v.tenant)
 }
 
 /// Replaces the tenant if nobody changed it since it was read; a lost race is a 409.
@@ -293,6 +369,26 @@ async fn update(
         )),
         Err(e) => Err(storage(e)),
     }
+}
+
+fn to_json(t: &Tenant) -> Value {
+    json!({
+        "tenantId": t.id().as_str(),
+        "displayName": t.display_name,
+        "clientId": t.auth.client_id(),
+        "authMode": t.auth.mode().as_str(),
+        "secretName": t.auth.secret_name().map(SecretName::as_str),
+        "enabled": t.enabled,
+        "defenderApiBase": t.defender_api_base.as_ref().map(Url::as_str),
+        "notifyChannels": t.notify_channels.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "createdAt": rfc3339(t.created_at),
+        "updatedAt": rfc3339(t.updated_at),
+    })
+}
+
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// The Audit row of a tenant change, in the tenant's partition, with its actor (design §9.2).
@@ -323,24 +419,4 @@ async fn audit_change(
     audit::append(&table, tenant.id(), &entry, &unique)
         .await
         .map_err(storage)
-}
-
-fn to_json(t: &Tenant) -> Value {
-    json!({
-        "tenantId": t.id().as_str(),
-        "displayName": t.display_name,
-        "clientId": t.auth.client_id(),
-        "authMode": t.auth.mode().as_str(),
-        "secretName": t.auth.secret_name().map(SecretName::as_str),
-        "enabled": t.enabled,
-        "defenderApiBase": t.defender_api_base.as_ref().map(Url::as_str),
-        "notifyChannels": t.notify_channels.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-        "createdAt": rfc3339(t.created_at),
-        "updatedAt": rfc3339(t.updated_at),
-    })
-}
-
-pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

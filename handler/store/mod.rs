@@ -26,6 +26,8 @@ pub mod names {
     pub const OUTBOX: &str = "Outbox";
     pub const RATE_BUDGET: &str = "RateBudget";
     pub const CALLERS: &str = "Callers";
+    /// The console's tenant checks (`store::tenants::TenantHealth`).
+    pub const TENANT_HEALTH: &str = "TenantHealth";
 
     /// Every table the product uses (the infra test checks Bicep creates each one).
     pub const ALL: &[&str] = &[
@@ -39,6 +41,7 @@ pub mod names {
         OUTBOX,
         RATE_BUDGET,
         CALLERS,
+        TENANT_HEALTH,
     ];
 }
 

@@ -243,3 +243,80 @@ mod recently_enabled_tests {
         assert!(!expired.contains(&id(3)));
     }
 }
+
+/// The last connection check of a tenant (table `TenantHealth`, PartitionKey `health`,
+/// RowKey the tenant id): written by the console's "check" button, read by the overview.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantHealth {
+    pub tenant_id: TenantId,
+    pub checked_at: OffsetDateTime,
+    /// A Defender token was obtained.
+    pub token_ok: bool,
+    /// Application permissions in the tokens' `roles` (Defender and Graph).
+    pub granted: Vec<String>,
+    /// Required permissions the tokens lack.
+    pub missing: Vec<String>,
+    /// The test call and its outcome, e.g. `GET /api/machineactions: 200`.
+    pub test_call: String,
+    /// The first problem, if any (token refused, 403...).
+    pub error: Option<String>,
+}
+
+impl TenantHealth {
+    /// Everything needed works: a token, every permission, the test call.
+    pub fn is_healthy(&self) -> bool {
+        self.token_ok && self.missing.is_empty() && self.error.is_none()
+    }
+}
+
+/// The partition of the `TenantHealth` rows.
+pub const HEALTH_PARTITION: &str = "health";
+
+/// Stores a tenant's latest check (replacing the previous one).
+///
+/// # Errors
+/// Storage failures.
+pub async fn record_health(table: &TableClient, h: &TenantHealth) -> Result<(), TableError> {
+    let e = Entity::new(HEALTH_PARTITION, h.tenant_id.as_str())
+        .with("CheckedAt", h.checked_at)
+        .with("TokenOk", h.token_ok)
+        .with("Granted", h.granted.join(","))
+        .with("Missing", h.missing.join(","))
+        .with("TestCall", h.test_call.as_str())
+        .with("LastError", h.error.as_deref().unwrap_or_default());
+    table.upsert_replace(&e).await.map(drop)
+}
+
+fn health_from_entity(e: &Entity) -> Result<TenantHealth, TableError> {
+    let list = |v: Option<String>| -> Vec<String> {
+        v.unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    Ok(TenantHealth {
+        tenant_id: TenantId::parse(&e.row_key)
+            .map_err(|x| TableError::Decode(format!("TenantHealth/{}: {x}", e.row_key)))?,
+        checked_at: e.require("CheckedAt")?,
+        token_ok: e.optional("TokenOk")?.unwrap_or(false),
+        granted: list(e.optional("Granted")?),
+        missing: list(e.optional("Missing")?),
+        test_call: e.optional("TestCall")?.unwrap_or_default(),
+        error: e.optional::<String>("LastError")?.filter(|s| !s.is_empty()),
+    })
+}
+
+/// The latest check of every tenant checked so far.
+///
+/// # Errors
+/// Storage failures; unreadable rows are skipped.
+pub async fn all_health(table: &TableClient) -> Result<Vec<TenantHealth>, TableError> {
+    let rows = table
+        .query_all(Some(&filter::eq("PartitionKey", HEALTH_PARTITION)), None)
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|e| health_from_entity(e).ok())
+        .collect())
+}

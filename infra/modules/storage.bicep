@@ -36,6 +36,7 @@ var tableNames = [
   'Outbox'
   'RateBudget'
   'Callers'
+  'TenantHealth'
 ]
 
 // Every queue of functions/*/function.json and the host's poison queue for each (the host

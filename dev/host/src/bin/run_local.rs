@@ -78,6 +78,7 @@ const KV_EVENTS: &str = "outbound-events-signing-key";
 const KV_TEAMS: &str = "teams-workflow-url";
 const KV_WEBHOOK: &str = "outbound-webhook-url";
 const KV_HOME: &str = "home-app-secret";
+const KV_CONSOLE: &str = "console-session-key";
 const EXCLUDE_TAG: &str = "DoNotOffboard";
 const IDLE_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -593,6 +594,7 @@ async fn simulated_with_storage(
                 println!("  - {f}");
             }
         }
+        print_console(&ctx);
         if args.keep_running {
             keep_running(&ctx).await;
         }
@@ -661,6 +663,12 @@ async fn seed_sim(hmac_key: &str) -> anyhow::Result<((Sim, Vec<FleetSummary>, St
     let home_secret = format!("home-secret-{}", uuid::Uuid::new_v4().simple());
     sim.add_app(AppRegistration::with_secret(&home, HOME_APP, &home_secret));
     sim.set_secret(KV_HOME, &home_secret);
+    let console_key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    sim.set_secret(KV_CONSOLE, &console_key);
     sim.add_mailbox(&home, MAIL_FROM);
     let sig = uuid::Uuid::new_v4().simple().to_string();
     let teams = sim.add_teams_workflow("secops-channel", &sig);
@@ -702,6 +710,7 @@ fn sim_settings(sim: &Sim) -> Vec<(String, String)> {
         s("HOME_TENANT_ID", sim.home_tenant()),
         s("HOME_CLIENT_ID", HOME_APP),
         s("HOME_SECRET_NAME", KV_HOME),
+        s("CONSOLE_SESSION_SECRET", KV_CONSOLE),
         // Plain text in target/run-local/handler.log.
         s("NO_COLOR", "1"),
     ]);
@@ -720,6 +729,15 @@ async fn start_host(
             Some(json!({"extensions": {"queues": {"visibilityTimeout": "00:00:02"}}}));
     })
     .await?;
+    // The console signs in through the simulated Entra ID: register its callback there.
+    sim.add_redirect_uri(
+        sim.home_tenant(),
+        HOME_APP,
+        &format!(
+            "{}/api/console/auth/callback",
+            host.base_url().trim_end_matches('/')
+        ),
+    );
     let detail = format!(
         "{} ({} functions, handler on :{})",
         host.base_url(),
@@ -1577,6 +1595,23 @@ async fn summary(ctx: &Ctx, report: &Report, out_dir: &Path, files: usize) -> an
         bail!("{} notification(s) were not delivered", errors.len());
     }
     Ok(())
+}
+
+/// The console's URL and the test users of the simulated sign-in page.
+fn print_console(ctx: &Ctx) {
+    println!();
+    println!(
+        "Console: {}/api/console/ (sign in by picking a test user)",
+        ctx.api.base
+    );
+    for u in dev_sim::TEST_USERS {
+        let roles = if u.roles.is_empty() {
+            "no role".to_owned()
+        } else {
+            u.roles.join(", ")
+        };
+        println!("  {:<9} {:<26} {roles}", u.key, u.upn);
+    }
 }
 
 async fn keep_running(ctx: &Ctx) {

@@ -1,0 +1,24 @@
+//! Which page answers which method and path (relative to `/api/console`). Each line asks
+//! for the role proof the page needs; add one line per page.
+
+use super::page::Page;
+use super::refusal::Refusal;
+use super::{Console, overview, tenants};
+
+/// The page for `method` and the path's segments.
+///
+/// # Errors
+/// The page's [`Refusal`]; [`Refusal::NotFound`] for an unknown path.
+pub async fn dispatch(cx: &Console<'_>, method: &str, path: &[&str]) -> Result<Page, Refusal> {
+    match (method, path) {
+        ("GET", []) => overview::page(cx, cx.user.require()?).await,
+        ("GET", ["tenants"]) => tenants::list(cx, cx.user.require()?).await,
+        ("POST", ["tenants"]) => tenants::register(cx, cx.user.require()?).await,
+        ("GET", ["tenants", id]) => tenants::show(cx, cx.user.require()?, id).await,
+        ("POST", ["tenants", id]) => tenants::update(cx, cx.user.require()?, id).await,
+        ("POST", ["tenants", id, "disable"]) => tenants::disable(cx, cx.user.require()?, id).await,
+        ("POST", ["tenants", id, "check"]) => tenants::check(cx, cx.user.require()?, id).await,
+        (_, [] | ["auth", ..]) => Err(Refusal::MethodNotAllowed),
+        _ => Err(Refusal::NotFound),
+    }
+}
