@@ -456,6 +456,16 @@ pub struct RelatedFileInfo {
     pub file_identifier_type: Option<String>,
 }
 
+/// Defender's success answer to an offboard POST: the new action and the status it came
+/// with (201 Created in the older docs and the seed's flow, 200 OK in the current ones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmittedOffboard {
+    /// 200 or 201, as Defender answered.
+    pub http_status: u16,
+    /// The new (usually Pending) action.
+    pub action: MachineAction,
+}
+
 /// A machine action (CONTRACT §3.3).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -669,8 +679,8 @@ impl DefenderClient {
     }
 
     /// Offboards a machine (`POST /api/machines/{id}/offboard` `{"Comment": comment}`);
-    /// 200 or 201 → the new (Pending) action. Sent once unless certainly not received
-    /// (429, connection refused).
+    /// 200 or 201 → the new (Pending) action with the status Defender answered (the docs
+    /// have said both). Sent once unless certainly not received (429, connection refused).
     ///
     /// # Errors
     /// [`DefenderError::Uncertain`] after a timeout / reset / 5xx: look up
@@ -681,7 +691,7 @@ impl DefenderClient {
         &self,
         id: &MachineId,
         comment: &str,
-    ) -> Result<MachineAction, DefenderError> {
+    ) -> Result<SubmittedOffboard, DefenderError> {
         let url = self.url(&format!("api/machines/{}/offboard", id.as_str()));
         let body = serde_json::json!({ "Comment": comment });
         let answer = self.send(Method::POST, url, Some(body), Some(id)).await?;
@@ -691,14 +701,19 @@ impl DefenderClient {
                 message: format!("Defender answered {}", answer.status.as_u16()),
             });
         }
+        let http_status = answer.status.as_u16();
         let action: MachineAction = self.decode(answer)?;
         tracing::info!(
             tenant.id = %self.tenant.tenant_id(),
             device.id = %id,
             action.id = %action.id,
+            http.status = http_status,
             "offboard submitted"
         );
-        Ok(action)
+        Ok(SubmittedOffboard {
+            http_status,
+            action,
+        })
     }
 
     /// One machine action.
