@@ -1078,19 +1078,15 @@ mod tests {
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contracts/defender-api");
 
-    fn fixture(name: &str) -> Option<String> {
-        std::fs::read_to_string(format!("{FIXTURES}/{name}")).ok()
+    /// A contract fixture; a missing one fails the test (it is part of the repository).
+    fn fixture(name: &str) -> String {
+        let path = format!("{FIXTURES}/{name}");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
     }
 
     #[test]
     fn machines_parse_with_every_contract_field_and_numeric_rbac_group_ids() {
-        let body = fixture("machines.page1.json").unwrap_or_else(|| {
-            r#"{"value":[{"id":"a3f9c2e17b5d48e09c1f6a2b3d4e5f60718293ab","rbacGroupId":412,
-                "healthStatus":"Active","machineTags":null,"osBuild":"26100",
-                "lastSeen":"2026-11-05T22:41:07.1187342Z","newField":{"x":1}}],
-                "@odata.nextLink":"https://api.security.microsoft.com/api/machines?$top=5&$skip=5"}"#
-                .to_owned()
-        });
+        let body = fixture("machines.page1.json");
         let page: ODataPage<Machine> = serde_json::from_str(&body).expect("page");
         let first = &page.value[0];
         assert_eq!(first.rbac_group_id, Some(412));
