@@ -158,6 +158,12 @@ fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, Api
         }
         None => None,
     };
+    if body.has("notifyChannels") && !body.is_array("notifyChannels") {
+        return Err(ApiError::bad_request(
+            "InvalidField",
+            "notifyChannels must be a list, e.g. [\"teams\", \"email\"]",
+        ));
+    }
     let notify_channels = match body.opt_list("notifyChannels")? {
         Some(names) => ChannelSet::from_names(names.iter().map(String::as_str))
             .map_err(|e| ApiError::bad_request("InvalidField", format!("notifyChannels: {e}")))?,
