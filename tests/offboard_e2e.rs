@@ -633,6 +633,22 @@ async fn throttling_is_waited_out_and_every_request_still_succeeds() {
 }
 
 #[tokio::test]
+async fn a_disabled_tenant_refuses_new_requests_with_409_and_writes_nothing() {
+    let env = seeded(Options::default()).await;
+    let (status, _) = env
+        .admin(Method::DELETE, &format!("tenants/{T1}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = post_offboard(&env, &json!({"tenantId": T1, "machineId": mid(1)})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "TenantDisabled", "{answer}");
+    assert!(
+        env.rows("OffboardRequests", T1).await.is_empty(),
+        "nothing written"
+    );
+}
+
+#[tokio::test]
 async fn another_tenants_request_is_not_found() {
     let env = seeded(Options::default()).await;
     let (_, a) = post_offboard(
