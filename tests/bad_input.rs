@@ -125,6 +125,7 @@ async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing(
         ),
         (
             "injection in machineId",
+            // A hostile input, not a path of this repository (tests/standalone.rs skips it).
             json!({"tenantId": T1, "machineId": "../../Tenants(PartitionKey='tenant')"})
                 .to_string()
                 .into_bytes(),

@@ -237,10 +237,15 @@ async fn an_offboard_returns_the_pending_action_on_200_and_201() {
     seed(&world, 2);
     let client = world.defender();
 
-    let action = client
+    let submitted = client
         .offboard(&id(1), "Leaver HR-4471")
         .await
         .expect("offboard");
+    assert_eq!(
+        submitted.http_status, 200,
+        "the simulator answers 200 by default"
+    );
+    let action = submitted.action;
     assert_eq!(action.kind, Some(ActionType::Offboard));
     assert_eq!(action.status, Some(ActionStatus::Pending));
     assert_eq!(action.requestor_comment.as_deref(), Some("Leaver HR-4471"));
@@ -253,7 +258,8 @@ async fn an_offboard_returns_the_pending_action_on_200_and_201() {
         .offboard(&id(2), "Leaver HR-4472")
         .await
         .expect("201 is success");
-    assert_eq!(second.status, Some(ActionStatus::Pending));
+    assert_eq!(second.http_status, 201, "the status Defender answered");
+    assert_eq!(second.action.status, Some(ActionStatus::Pending));
 
     let fetched = client
         .machine_action(&action.id)

@@ -538,6 +538,35 @@ fn every_setting_is_in_the_local_settings_sample() {
 }
 
 #[test]
+fn the_local_settings_sample_shows_identity_based_storage_beside_the_connection_string() {
+    let text = fs::read_to_string(root().join("local.settings.sample.json"))
+        .expect("local.settings.sample.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&text).expect("local.settings.sample.json is JSON");
+    let values = json["Values"].as_object().expect("Values object");
+    assert!(values.contains_key(CONNECTION_STRING_SETTING));
+    // Shown under a prefix, so that the sample used as it is keeps the connection string.
+    for name in IDENTITY_STORAGE_SETTINGS {
+        let shown = format!("identity-based.{name}");
+        assert!(
+            values
+                .get(&shown)
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| !v.is_empty()),
+            "local.settings.sample.json lacks a sample {shown}"
+        );
+        assert!(
+            !values.contains_key(*name),
+            "{name} would override the connection string"
+        );
+    }
+    assert_eq!(
+        values["identity-based.AzureWebJobsStorage__credential"],
+        "managedidentity"
+    );
+}
+
+#[test]
 fn every_table_is_created_by_the_bicep() {
     let created: BTreeSet<String> = bicep_files()
         .iter()

@@ -171,6 +171,40 @@ async fn a_webhook_request_is_followed_to_succeeded_with_one_post() {
 }
 
 #[tokio::test]
+async fn the_request_records_the_status_defender_answered_200_or_201() {
+    let env = seeded(Options::default()).await;
+    // Current docs: 200 OK. Older docs and the seed's flow: 201 Created. Both are success,
+    // and the request keeps the one Defender really sent.
+    let mut recorded = Vec::new();
+    for (machine, respond_201) in [(1, false), (2, true)] {
+        env.sim.set_offboard_config(dev_sim::OffboardConfig {
+            respond_201,
+            ..Default::default()
+        });
+        let (status, accepted) =
+            post_offboard(&env, &json!({"tenantId": T1, "machineId": mid(machine)})).await;
+        assert_eq!(status, 202, "{accepted}");
+        env.settle().await;
+        let id = accepted["requestId"].as_str().expect("request id");
+        let submitted = status_of(&env, id).await;
+        assert_eq!(submitted["status"], "Submitted", "{submitted}");
+        recorded.push(submitted["httpStatus"].clone());
+        let row = env
+            .row("OffboardRequests", T1, id)
+            .await
+            .expect("the request's row");
+        assert_eq!(
+            row.get_i32("HttpStatus"),
+            submitted["httpStatus"]
+                .as_i64()
+                .and_then(|s| i32::try_from(s).ok()),
+            "the table and the API agree"
+        );
+    }
+    assert_eq!(recorded, [json!(200), json!(201)]);
+}
+
+#[tokio::test]
 async fn defenders_400_message_is_recorded_verbatim_on_the_request_and_the_device() {
     let env = seeded(unsigned_options()).await;
     // Defender now reports the device as Linux, which its offboard API refuses.
@@ -687,6 +721,22 @@ async fn throttling_is_waited_out_and_every_request_still_succeeds() {
         assert_eq!(posts_for(&env, &mid(n)), 1, "device {n}");
     }
     assert!(env.sim.max_calls_in_any_window(T1, Duration::from_secs(60)) <= 100);
+}
+
+#[tokio::test]
+async fn a_disabled_tenant_refuses_new_requests_with_409_and_writes_nothing() {
+    let env = seeded(Options::default()).await;
+    let (status, _) = env
+        .admin(Method::DELETE, &format!("tenants/{T1}"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = post_offboard(&env, &json!({"tenantId": T1, "machineId": mid(1)})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "TenantDisabled", "{answer}");
+    assert!(
+        env.rows("OffboardRequests", T1).await.is_empty(),
+        "nothing written"
+    );
 }
 
 #[tokio::test]

@@ -69,10 +69,25 @@ fn every_http_function_route_and_method_is_documented_and_nothing_else() {
     );
 }
 
+/// The key schemes of one level: the `x-functions-key` header and the `code` query
+/// parameter, both checked by the Functions host.
+fn key_schemes(auth: AuthLevel) -> &'static [&'static str] {
+    match auth {
+        AuthLevel::Anonymous => &[],
+        AuthLevel::Function => &["functionKey", "functionKeyQuery"],
+        AuthLevel::Admin => &["adminKey", "adminKeyQuery"],
+    }
+}
+
+const SIGNATURE_SCHEMES: [&str; 2] = ["webhookSignature", "webhookTimestamp"];
+
 #[test]
 fn auth_levels_match_the_function_bindings() {
     let spec = spec();
     let default_security = spec["security"].clone();
+    let declared = spec["components"]["securitySchemes"]
+        .as_object()
+        .expect("securitySchemes");
     for f in CATALOG {
         let Trigger::Http {
             methods,
@@ -91,18 +106,77 @@ fn auth_levels_match_the_function_bindings() {
                     .get("security")
                     .cloned()
                     .unwrap_or_else(|| default_security.clone());
-                let schemes: Vec<String> = security
+                let alternatives: Vec<BTreeSet<String>> = security
                     .as_array()
                     .expect("security list")
                     .iter()
-                    .flat_map(|s| s.as_object().expect("requirement").keys().cloned())
+                    .map(|s| {
+                        s.as_object()
+                            .expect("requirement")
+                            .keys()
+                            .cloned()
+                            .collect()
+                    })
                     .collect();
-                let expected: Vec<String> = match auth {
-                    AuthLevel::Anonymous => vec![],
-                    AuthLevel::Function => vec!["functionKey".into()],
-                    AuthLevel::Admin => vec!["adminKey".into()],
-                };
-                assert_eq!(schemes, expected, "{} {m} {path}", f.name);
+                let keys = key_schemes(auth);
+                let what = format!("{} {m} {path}", f.name);
+                if keys.is_empty() {
+                    assert!(alternatives.is_empty(), "{what}: anonymous, no scheme");
+                    continue;
+                }
+                let mut forms = BTreeSet::new();
+                for alt in &alternatives {
+                    let key: Vec<&String> = alt
+                        .iter()
+                        .filter(|s| !SIGNATURE_SCHEMES.contains(&s.as_str()))
+                        .collect();
+                    assert_eq!(key.len(), 1, "{what}: one key per requirement: {alt:?}");
+                    assert!(
+                        keys.contains(&key[0].as_str()),
+                        "{what}: {alt:?} is not {auth:?}"
+                    );
+                    forms.insert(key[0].clone());
+                    let signed = SIGNATURE_SCHEMES
+                        .iter()
+                        .filter(|s| alt.contains(**s))
+                        .count();
+                    assert!(
+                        signed == 0 || signed == 2,
+                        "{what}: signature and timestamp go together"
+                    );
+                    assert!(
+                        signed == 0 || f.name == "OffboardWebhook",
+                        "{what}: only the webhook is signed"
+                    );
+                    for s in alt {
+                        assert!(declared.contains_key(s), "{what}: {s} is not declared");
+                    }
+                }
+                let expected: BTreeSet<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+                assert_eq!(forms, expected, "{what}: the header and the query form");
+                // The host answers a missing or wrong key with 401 before the handler runs.
+                assert!(
+                    op["responses"].get("401").is_some(),
+                    "{what}: 401 (no key) is not documented"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_operation_with_a_body_documents_413_and_400() {
+    let spec = spec();
+    for (path, item) in spec["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            if op.get("requestBody").is_none() {
+                continue;
+            }
+            for status in ["400", "413"] {
+                assert!(
+                    op["responses"].get(status).is_some(),
+                    "{method} {path}: {status} is not documented"
+                );
             }
         }
     }

@@ -460,6 +460,16 @@ pub struct RelatedFileInfo {
     pub file_identifier_type: Option<String>,
 }
 
+/// Defender's success answer to an offboard POST: the new action and the status it came
+/// with (201 Created in the older docs and the seed's flow, 200 OK in the current ones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubmittedOffboard {
+    /// 200 or 201, as Defender answered.
+    pub http_status: u16,
+    /// The new (usually Pending) action.
+    pub action: MachineAction,
+}
+
 /// A machine action (CONTRACT §3.3).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -680,8 +690,8 @@ impl DefenderClient {
     }
 
     /// Offboards a machine (`POST /api/machines/{id}/offboard` `{"Comment": comment}`);
-    /// 200 or 201 → the new (Pending) action. Sent once unless certainly not received
-    /// (429, connection refused).
+    /// 200 or 201 → the new (Pending) action with the status Defender answered (the docs
+    /// have said both). Sent once unless certainly not received (429, connection refused).
     ///
     /// # Errors
     /// [`DefenderError::Uncertain`] after a timeout / reset / 5xx: look up
@@ -692,7 +702,7 @@ impl DefenderClient {
         &self,
         id: &MachineId,
         comment: &str,
-    ) -> Result<MachineAction, DefenderError> {
+    ) -> Result<SubmittedOffboard, DefenderError> {
         let url = self.url(&format!("api/machines/{}/offboard", id.as_str()));
         let body = serde_json::json!({ "Comment": comment });
         let answer = self.send(Method::POST, url, Some(body), Some(id)).await?;
@@ -702,14 +712,19 @@ impl DefenderClient {
                 message: format!("Defender answered {}", answer.status.as_u16()),
             });
         }
+        let http_status = answer.status.as_u16();
         let action: MachineAction = self.decode(answer)?;
         tracing::info!(
             tenant.id = %self.tenant.tenant_id(),
             device.id = %id,
             action.id = %action.id,
+            http.status = http_status,
             "offboard submitted"
         );
-        Ok(action)
+        Ok(SubmittedOffboard {
+            http_status,
+            action,
+        })
     }
 
     /// One machine action.
@@ -1090,19 +1105,15 @@ mod tests {
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/contracts/defender-api");
 
-    fn fixture(name: &str) -> Option<String> {
-        std::fs::read_to_string(format!("{FIXTURES}/{name}")).ok()
+    /// A contract fixture; a missing one fails the test (it is part of the repository).
+    fn fixture(name: &str) -> String {
+        let path = format!("{FIXTURES}/{name}");
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
     }
 
     #[test]
     fn machines_parse_with_every_contract_field_and_numeric_rbac_group_ids() {
-        let body = fixture("machines.page1.json").unwrap_or_else(|| {
-            r#"{"value":[{"id":"a3f9c2e17b5d48e09c1f6a2b3d4e5f60718293ab","rbacGroupId":412,
-                "healthStatus":"Active","machineTags":null,"osBuild":"26100",
-                "lastSeen":"2026-11-05T22:41:07.1187342Z","newField":{"x":1}}],
-                "@odata.nextLink":"https://api.security.microsoft.com/api/machines?$top=5&$skip=5"}"#
-                .to_owned()
-        });
+        let body = fixture("machines.page1.json");
         let page: ODataPage<Machine> = serde_json::from_str(&body).expect("page");
         let first = &page.value[0];
         assert_eq!(first.rbac_group_id, Some(412));

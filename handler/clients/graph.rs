@@ -776,9 +776,8 @@ mod tests {
 
     #[test]
     fn incidents_parse_with_alerts_and_device_evidence() {
-        let Ok(body) = std::fs::read_to_string(format!("{FIXTURES}/incidents.json")) else {
-            return;
-        };
+        let path = format!("{FIXTURES}/incidents.json");
+        let body = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"));
         let page: IncidentPage = serde_json::from_str(&body).expect("page");
         assert_eq!(page.value.len(), 3);
         let first = &page.value[0];

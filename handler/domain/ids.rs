@@ -207,6 +207,7 @@ mod tests {
         assert!(MachineId::parse("1e5bc9d7e413ddd7902c2932e418702b84d0cc07").is_ok());
         assert!(MachineId::parse("1e5bc9d7e413ddd7902c2932e418702b84d0cc0").is_err());
         assert!(MachineId::parse("1e5bc9d7e413ddd7902c2932e418702b84d0cc0g").is_err());
+        // A hostile input, not a path of this repository (tests/standalone.rs skips it).
         assert!(MachineId::parse("../../../etc/passwd/00000000000000000000").is_err());
     }
 

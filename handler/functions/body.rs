@@ -131,6 +131,11 @@ impl JsonBody {
         }
     }
 
+    /// Whether `name` is there and a JSON array.
+    pub fn is_array(&self, name: &str) -> bool {
+        self.fields.get(name).is_some_and(Value::is_array)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.fields.get(name).is_some_and(|v| !v.is_null())
     }

@@ -172,6 +172,12 @@ fn parse(req: &HttpRequestData, source: Source, actor: Actor) -> Result<NewReque
             "requestedBy must be at most 256 characters",
         ));
     }
+    if body.has("idempotencyKey") && body.opt_str("idempotencyKey")?.is_none() {
+        return Err(ApiError::bad_request(
+            "InvalidIdempotencyKey",
+            "idempotencyKey is blank; leave it out instead",
+        ));
+    }
     let idempotency_key = match body.opt_str("idempotencyKey")? {
         Some(k) => Some(
             IdempotencyKey::parse(&k)

@@ -8,7 +8,9 @@
 use time::OffsetDateTime;
 
 use crate::app::AppState;
-use crate::clients::defender::{ActionType, DefenderClient, DefenderError, MachineAction};
+use crate::clients::defender::{
+    ActionType, DefenderClient, DefenderError, MachineAction, SubmittedOffboard,
+};
 use crate::domain::request::RequestStatus;
 use crate::error::InvocationFailure;
 use crate::host::{InvocationResponse, QueueMessage};
@@ -172,7 +174,7 @@ enum Verdict {
     Retry(DefenderError),
 }
 
-fn verdict(answer: Result<MachineAction, DefenderError>) -> Verdict {
+fn verdict(answer: Result<SubmittedOffboard, DefenderError>) -> Verdict {
     let refused = |status: u16, detail: String, message: String, next: RequestStatus| {
         Verdict::Move(
             next,
@@ -185,11 +187,14 @@ fn verdict(answer: Result<MachineAction, DefenderError>) -> Verdict {
         )
     };
     match answer {
-        Ok(action) => Verdict::Move(
+        Ok(SubmittedOffboard {
+            http_status,
+            action,
+        }) => Verdict::Move(
             mapped(&action).unwrap_or(RequestStatus::Submitted),
             Change {
                 action_id: Some(action.id.clone()),
-                http_status: Some(200),
+                http_status: Some(http_status),
                 message: None,
                 detail: format!(
                     "Defender accepted the offboard; machine action {}",
@@ -364,14 +369,23 @@ mod tests {
             status: Some(ActionStatus::parse("Pending")),
             ..MachineAction::default()
         };
-        let (s, c) = moved(verdict(Ok(action.clone())));
+        let answered = |http_status: u16, action: MachineAction| {
+            moved(verdict(Ok(SubmittedOffboard {
+                http_status,
+                action,
+            })))
+        };
+        let (s, c) = answered(201, action.clone());
         assert_eq!(s, RequestStatus::Submitted);
         assert_eq!(c.action_id.as_deref(), Some("a1"));
+        assert_eq!(c.http_status, Some(201), "the status Defender answered");
         let running = MachineAction {
             status: Some(ActionStatus::parse("InProgress")),
             ..action
         };
-        assert_eq!(moved(verdict(Ok(running))).0, RequestStatus::InProgress);
+        let (s, c) = answered(200, running);
+        assert_eq!(s, RequestStatus::InProgress);
+        assert_eq!(c.http_status, Some(200));
     }
 
     #[test]

@@ -117,6 +117,26 @@ fn parse_registration(
     configured_api_base: &Url,
 ) -> Result<Registration, ApiError> {
     body.only(FIELDS)?;
+    // A field that is there must be valid: a blank secretName or defenderApiBase is an
+    // error, not "none" (openapi.yaml's patterns say so, and a typo must not pass).
+    for name in ["secretName", "defenderApiBase"] {
+        if body.has(name) && body.opt_str(name)?.is_none() {
+            return Err(ApiError::bad_request(
+                if name == "secretName" {
+                    "InvalidSecretName"
+                } else {
+                    "InvalidField"
+                },
+                format!("{name} is blank; leave it out instead"),
+            ));
+        }
+    }
+    if body.has("notifyChannels") && !body.is_array("notifyChannels") {
+        return Err(ApiError::bad_request(
+            "InvalidField",
+            "notifyChannels must be a list, e.g. [\"teams\", \"email\"]",
+        ));
+    }
     let fields = TenantFields {
         display_name: body.str("displayName")?,
         client_id: body.str("clientId")?,
@@ -139,10 +159,10 @@ pub(crate) fn validate(
     configured_api_base: &Url,
 ) -> Result<Registration, ApiError> {
     let display_name = fields.display_name;
-    if display_name.chars().count() > 256 {
+    if display_name.chars().count() > 256 || display_name.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "InvalidField",
-            "displayName must be at most 256 characters",
+            "displayName must be at most 256 printable characters",
         ));
     }
     let client_id = fields.client_id;
@@ -300,8 +320,9 @@ async fn check_secret_exists(state: &AppState, auth: &TenantAuth) -> Result<(), 
     };
     match vault.fetch(name).await {
         Ok(_) => Ok(()),
+        // Well-formed but not there yet: 422, the body is fine and the vault is not.
         Err(KeyVaultError::SecretNotFound { .. } | KeyVaultError::Empty { .. }) => {
-            Err(ApiError::bad_request(
+            Err(ApiError::unprocessable(
                 "SecretNotFound",
                 format!(
                     "secretName '{name}' does not exist in Key Vault (or is empty); store the client secret there first"

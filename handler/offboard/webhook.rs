@@ -357,9 +357,11 @@ async fn check_tenant(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
         .map_err(storage)?;
     match tenants::get(&table, id).await.map_err(storage)? {
         None => Err(crate::functions::tenants::unknown(id)),
-        Some(t) if !t.tenant.enabled => Err(ApiError::unprocessable(
+        // The tenant's state, not the body, is in the way: 409, like other state conflicts.
+        Some(t) if !t.tenant.enabled => Err(ApiError::conflict(
             "TenantDisabled",
-            format!("tenant {id} is disabled"),
+            format!("tenant {id} is disabled; enable it with PUT /api/tenants/{id}"),
+            None,
         )),
         Some(_) => {
             recent.remember(id);

@@ -1,8 +1,10 @@
 //! `sim`: runs the simulators out of process.
 //!
-//! - `sim [--port N] [--seed-demo] [--ca PATH]`: prints `SIM_BASE_URL=...`, `SIM_CA=...`,
-//!   `SIM_IDENTITY_ENDPOINT=...`, `SIM_IDENTITY_HEADER=...` and serves until killed; the
-//!   admin API is under `{SIM_BASE_URL}_sim/`.
+//! - `sim [--port N] [--seed-demo] [--ca PATH] [--offboard-201]`: prints `SIM_BASE_URL=...`,
+//!   `SIM_CA=...`, `SIM_IDENTITY_ENDPOINT=...`, `SIM_IDENTITY_HEADER=...` and serves until
+//!   killed; the admin API is under `{SIM_BASE_URL}_sim/`. `--offboard-201` makes Defender
+//!   answer an accepted offboard with 201 Created instead of 200 (also settable at run time:
+//!   `PUT _sim/config/offboard {"respond201": true}`).
 //! - `sim ca [--dir DIR]`: creates (or keeps) the test CA in DIR (default: the directory of
 //!   `SSL_CERT_FILE`) and prints its path.
 
@@ -12,7 +14,8 @@ use std::process::ExitCode;
 
 use dev_sim::{AppRegistration, Incident, Sim, SimConfig};
 
-const USAGE: &str = "usage: sim [--port N] [--seed-demo] [--ca PATH] | sim ca [--dir DIR]";
+const USAGE: &str =
+    "usage: sim [--port N] [--seed-demo] [--ca PATH] [--offboard-201] | sim ca [--dir DIR]";
 
 /// The demo tenants `--seed-demo` creates.
 const DEMO_TENANTS: [(&str, &str, &str); 2] = [
@@ -86,6 +89,10 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             }
             "--seed-demo" => {
                 seed_demo = true;
+                i += 1;
+            }
+            "--offboard-201" => {
+                config.offboard.respond_201 = true;
                 i += 1;
             }
             "-h" | "--help" => {

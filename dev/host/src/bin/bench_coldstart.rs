@@ -39,6 +39,24 @@ struct Args {
     node: String,
 }
 
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The binary's path as the committed report shows it: relative to the repository, so the
+/// document names no folder of the machine that measured it.
+fn shown_path(path: &std::path::Path) -> String {
+    let root = std::fs::canonicalize(workspace()).unwrap_or_else(|_| workspace());
+    let full = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    match full.strip_prefix(&root) {
+        Ok(inside) => inside.display().to_string(),
+        Err(_) => path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+    }
+}
+
 fn parse_args() -> anyhow::Result<Args> {
     let mut a = Args {
         runs: 30,
@@ -234,7 +252,7 @@ fn main() -> anyhow::Result<()> {
          `handler` binary: {:.1} MiB ({}).\n",
         args.runs,
         size as f64 / 1_048_576.0,
-        args.handler.display()
+        shown_path(&args.handler)
     );
     println!("| Program | Median | p90 | Min | Max | Idle RSS | Peak RSS (VmHWM) |");
     println!("|---|---:|---:|---:|---:|---:|---:|");

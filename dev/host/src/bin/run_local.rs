@@ -24,10 +24,13 @@ use dev_sim::{AppRegistration, FleetSummary, Incident, SentMail, Sim};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const USAGE: &str = "usage: run-local [--keep-running] [--settings FILE] [--handler PATH]
+const USAGE: &str =
+    "usage: run-local [--keep-running] [--ready-file FILE] [--settings FILE] [--handler PATH]
 
   (no option)       Azurite + simulators + dev/host + handler: the whole flow once, a summary
-  --keep-running    leave host, simulator and Azurite up afterwards, until Ctrl-C
+  --keep-running    leave host, simulator and Azurite up afterwards, until Ctrl-C (or SIGTERM)
+  --ready-file FILE with --keep-running: once up, write the API's URL, the keys and the demo
+                    tenants to FILE as shell assignments (for scripts: scripts/check-api)
   --settings FILE   run against real Azure with the Values of a local.settings.json-style
                     file: health, tenants, one sync, device counts (nothing is offboarded)
   --handler PATH    the handler binary (default: <target dir>/debug/handler)";
@@ -85,6 +88,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(240);
 #[derive(Debug, Default)]
 struct Args {
     keep_running: bool,
+    ready_file: Option<PathBuf>,
     settings: Option<PathBuf>,
     handler: Option<PathBuf>,
 }
@@ -95,6 +99,9 @@ fn parse_args(args: Vec<String>) -> Result<Args, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--keep-running" => out.keep_running = true,
+            "--ready-file" => {
+                out.ready_file = Some(it.next().ok_or("--ready-file needs a file")?.into());
+            }
             "--settings" => {
                 out.settings = Some(it.next().ok_or("--settings needs a file")?.into());
             }
@@ -596,6 +603,9 @@ async fn simulated_with_storage(
         }
         print_console(&ctx);
         if args.keep_running {
+            if let Some(file) = &args.ready_file {
+                write_ready_file(&ctx, file)?;
+            }
             keep_running(&ctx).await;
         }
         if !failed.is_empty() {
@@ -1649,8 +1659,46 @@ async fn keep_running(ctx: &Ctx) {
     println!(
         "  # what the simulators received: {sim}_sim/teams, {sim}_sim/mails, {sim}_sim/sink, {sim}_sim/offboards"
     );
-    let _ = tokio::signal::ctrl_c().await;
+    until_stopped().await;
     println!("stopping");
+}
+
+/// Ctrl-C, or SIGTERM from a script that started run-local in the background (where
+/// SIGINT is ignored).
+async fn until_stopped() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
+
+/// `--ready-file`: what a script needs to call the running API (its URL, the function, admin
+/// and webhook signing keys, the demo tenants), as shell assignments, written whole (a
+/// reader never sees half a file).
+fn write_ready_file(ctx: &Ctx, file: &Path) -> anyhow::Result<()> {
+    let api = &ctx.api;
+    let tenants: Vec<&str> = TENANTS.iter().map(|t| t.id).collect();
+    let text = format!(
+        "RUN_LOCAL_API_URL='{}/api'\nRUN_LOCAL_FUNCTION_KEY='{}'\nRUN_LOCAL_ADMIN_KEY='{}'\nRUN_LOCAL_WEBHOOK_KEY='{}'\nRUN_LOCAL_TENANTS='{}'\n",
+        api.base,
+        api.function_key,
+        api.admin_key,
+        api.hmac_key.as_deref().unwrap_or_default(),
+        tenants.join(" ")
+    );
+    let partial = file.with_extension("partial");
+    std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, file).with_context(|| format!("writing {}", file.display()))?;
+    println!("  ready file:      {}", file.display());
+    Ok(())
 }
 
 // ---- against real Azure ------------------------------------------------------------------
