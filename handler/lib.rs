@@ -12,6 +12,7 @@
 //!   and the tracker (device resolution, policy, acceptance, state changes).
 //! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
+//! - [`fleet`]: what the console reads: the overview per tenant, the devices grid, the CSV.
 //! - [`notify`]: notes rendered per channel (card, mail, webhook event), sent once each.
 
 pub mod app;
@@ -19,6 +20,7 @@ pub mod clients;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fleet;
 pub mod functions;
 pub mod host;
 pub mod notify;

@@ -1,5 +1,6 @@
 //! The operator console in a real browser: dev/host + handler + Azurite + dev/sim, driven
 //! through headless Chromium (tests/browser).
+#![allow(clippy::unwrap_used)]
 
 mod browser;
 
