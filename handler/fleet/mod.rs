@@ -6,6 +6,7 @@
 //! of the service, what is done here, and the bounds that keep each page's work and memory
 //! limited whatever the fleet's size.
 
+pub mod detail;
 pub mod export;
 pub mod grid;
 pub mod overview;
