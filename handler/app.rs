@@ -57,6 +57,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// Tenants recently read as enabled (the webhook's hot path).
     pub recent_tenants: crate::store::tenants::RecentlyEnabled,
+    /// The console's caches (the identity provider's signing keys).
+    pub console: crate::console::ConsoleCache,
 }
 
 /// The time source; tests of time-dependent rules use a fixed one.
@@ -130,6 +132,7 @@ impl AppState {
                 recent_tenants: crate::store::tenants::RecentlyEnabled::new(
                     std::time::Duration::from_secs(30),
                 ),
+                console: crate::console::ConsoleCache::default(),
             }),
         })
     }

@@ -47,6 +47,7 @@ pub mod auth;
 pub mod devices;
 pub mod display;
 pub mod form;
+pub mod oidc;
 pub mod overview;
 pub mod page;
 pub mod refusal;
@@ -65,6 +66,12 @@ pub use form::Form;
 pub use page::Page;
 pub use refusal::Refusal;
 pub use views::{Layout, render};
+
+/// What the console keeps between requests (in [`crate::app::Services`]).
+#[derive(Default)]
+pub struct ConsoleCache {
+    pub jwks: oidc::JwksCache,
+}
 
 /// Where the console lives (the host's route prefix `api` + the function's route).
 pub const PREFIX: &str = "/api/console";
