@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use browser::Browser;
 use common::{Env, Options};
 use defender_ops::clients::tables::Entity;
-use defender_ops::console::session::{COOKIE_NAME, Sealed, SessionKey};
-use defender_ops::domain::roles::RoleSet;
-use dev_sim::{FleetSummary, SimConfig};
+use defender_ops::console::session::COOKIE_NAME;
+use dev_sim::{AppRegistration, FleetSummary, SimConfig};
 use fantoccini::Locator;
 use reqwest::Method;
 use serde_json::Value;
@@ -27,6 +26,8 @@ const SESSION_SECRET: &str = "console-session-key-for-the-browser-tests-01234567
 const HTML_NAME: &str = "<img src=x id=injected>.contoso.local";
 const HTML_MESSAGE: &str = "Defender said <b id=bold>no</b> & <script>alert(1)</script>";
 
+const HOME_SECRET: &str = "homeConsoleBrowser5ecret";
+
 fn console_options() -> Options {
     let home = SimConfig::default().home_tenant;
     Options {
@@ -34,47 +35,30 @@ fn console_options() -> Options {
             ("CONSOLE_SESSION_SECRET".into(), "console-session".into()),
             ("HOME_TENANT_ID".into(), home),
             ("HOME_CLIENT_ID".into(), HOME_APP.into()),
+            ("HOME_SECRET_NAME".into(), "home-app".into()),
         ],
         ..Options::default()
     }
 }
 
-/// A signed-in session for a sim test user, sealed under the console's key as the sign-in
-/// callback seals it.
-fn session_cookie(user: &dev_sim::signin::TestUser) -> String {
-    let key = SessionKey::derive(SESSION_SECRET.as_bytes()).unwrap();
-    let roles = RoleSet::from_claims(user.roles.iter().copied());
-    key.seal(&Sealed::user(
-        user.upn.into(),
-        user.oid.into(),
-        user.name.into(),
-        roles,
-        time::OffsetDateTime::now_utc(),
-    ))
-}
-
-async fn sign_in(b: &Browser, _env: &Env, user: &str) {
-    let user = dev_sim::signin::test_user(user).unwrap();
-    // Cookies are per host, not per port: a one-answer server on 127.0.0.1 sets the session
-    // cookie exactly as the console's sign-in callback does (`Set-Cookie`, `__Host-`,
-    // Secure, HttpOnly), and the browser then sends it to dev/host.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let set_cookie = defender_ops::console::session::set_cookie(&session_cookie(user), 3600);
-    let server = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 4096];
-        let _ = sock.read(&mut buf).await;
-        let body = "<!doctype html><title>cookie</title><p>set</p>";
-        let answer = format!(
-            "HTTP/1.1 200 OK\r\nSet-Cookie: {set_cookie}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        sock.write_all(answer.as_bytes()).await.unwrap();
-    });
-    b.goto(&format!("http://127.0.0.1:{port}/")).await;
-    server.await.unwrap();
+/// Signs `user` in through the real flow: the console redirects to dev/sim's Entra sign-in
+/// page, the test user's button is pressed, the callback sets the session cookie.
+async fn sign_in(b: &Browser, env: &Env, user: &str) {
+    b.goto(&env.url("console/static/icon.svg")).await;
+    b.client.delete_all_cookies().await.unwrap();
+    b.goto(&env.url("console")).await;
+    let at = b.url().await;
+    assert!(
+        at.path().ends_with("/oauth2/v2.0/authorize"),
+        "no session → Entra's sign-in page, got {at}"
+    );
+    b.click(&format!("button[name='user'][value='{user}']"))
+        .await;
+    let back = b.url().await;
+    assert!(
+        back.as_str().starts_with(&env.url("console")),
+        "back in the console after sign-in, got {back}"
+    );
 }
 
 /// Every device of a tenant through the API (all pages), by machine id.
@@ -157,6 +141,12 @@ fn read_csv(csv: &str) -> Vec<Vec<String>> {
 async fn the_console_shows_the_seeded_fleet_in_a_real_browser() {
     let env = Env::start_with(console_options()).await;
     env.sim.set_secret("console-session", SESSION_SECRET);
+    let home = env.sim.home_tenant().to_owned();
+    env.sim
+        .add_app(AppRegistration::with_secret(&home, HOME_APP, HOME_SECRET));
+    env.sim.set_secret("home-app", HOME_SECRET);
+    env.sim
+        .add_redirect_uri(&home, HOME_APP, &env.url("console/auth/callback"));
     let mut fleets: Vec<(&str, FleetSummary)> = Vec::new();
     for (tenant, app, n, seed) in [(T1, APP1, 420, 7), (T2, APP2, 137, 11)] {
         env.sim.add_tenant(tenant);
@@ -206,24 +196,14 @@ async fn the_console_shows_the_seeded_fleet_in_a_real_browser() {
 
     let b = Browser::start().await;
 
-    // No cookie: the console sends the browser to sign in.
-    b.goto(&env.url("console")).await;
-    assert!(
-        b.url().await.path().contains("auth/signin") || b.url().await.path().contains("authorize"),
-        "no session → sign-in, got {}",
-        b.url().await
-    );
-
     // A person without a role is refused.
     sign_in(&b, &env, "norole").await;
-    b.goto(&env.url("console")).await;
     assert!(b.source().await.contains("No access to the console"));
     b.screenshot("no-role").await;
 
     // Every role may read; the overview's numbers are the generator's.
     for user in ["viewer", "operator", "approver", "admin"] {
         sign_in(&b, &env, user).await;
-        b.goto(&env.url("console")).await;
         let who = b.text("header .who .upn").await;
         assert_eq!(who, dev_sim::signin::test_user(user).unwrap().upn);
         assert_eq!(b.text("h1").await, "Fleet overview");
