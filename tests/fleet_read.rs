@@ -166,6 +166,9 @@ fn keys(model: &[Dev], keep: impl Fn(&Dev) -> bool) -> Vec<(String, String)> {
     v
 }
 
+/// What the model keeps for a filter.
+type Keep = Box<dyn Fn(&Dev) -> bool>;
+
 /// Every page of a table-order query, following the cursors.
 async fn all_pages(s: &Seeded, filter: &DeviceFilter, size: u32) -> Vec<(String, String)> {
     let mut q = GridQuery {
@@ -240,7 +243,7 @@ async fn the_overview_counts_each_tenant_as_the_model_does() {
 #[tokio::test]
 async fn table_order_pages_cover_every_match_once_for_service_and_local_filters() {
     let s = seed().await;
-    let cases: Vec<(DeviceFilter, Box<dyn Fn(&Dev) -> bool>)> = vec![
+    let cases: Vec<(DeviceFilter, Keep)> = vec![
         (DeviceFilter::default(), Box::new(|_: &Dev| true)),
         (
             DeviceFilter {
