@@ -18,6 +18,7 @@
 //! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
 //! - [`console`]: the operator console (sign-in, session, pages under `/api/console`).
+//! - [`fleet`]: what the console reads: the overview per tenant, the devices grid, the CSV.
 //! - [`notify`]: notes rendered per channel (card, mail, webhook event), sent once each.
 
 pub mod app;
@@ -27,6 +28,7 @@ pub mod console;
 pub mod devices;
 pub mod domain;
 pub mod error;
+pub mod fleet;
 pub mod functions;
 pub mod host;
 pub mod notify;

@@ -44,6 +44,8 @@
 
 pub mod assets;
 pub mod auth;
+pub mod devices;
+pub mod display;
 pub mod form;
 pub mod oidc;
 pub mod overview;

@@ -20,6 +20,8 @@ pub struct Page {
     cacheable: bool,
     /// Messages for a queue output binding of `Console` (e.g. `jobs`: a first sync).
     queued: Vec<(&'static str, Vec<String>)>,
+    /// `Content-Disposition: attachment; filename=...` (a download, e.g. the CSV).
+    attachment: Option<&'static str>,
 }
 
 impl Page {
@@ -33,6 +35,7 @@ impl Page {
             cookie: None,
             cacheable: false,
             queued: Vec::new(),
+            attachment: None,
         }
     }
 
@@ -46,6 +49,7 @@ impl Page {
             cookie: None,
             cacheable: false,
             queued: Vec::new(),
+            attachment: None,
         }
     }
 
@@ -59,6 +63,7 @@ impl Page {
             cookie: None,
             cacheable: true,
             queued: Vec::new(),
+            attachment: None,
         }
     }
 
@@ -72,6 +77,7 @@ impl Page {
             cookie: None,
             cacheable: false,
             queued: Vec::new(),
+            attachment: None,
         }
     }
 
@@ -97,6 +103,13 @@ impl Page {
             answer = answer.with_queue(binding, messages);
         }
         answer
+    }
+
+    /// Makes the answer a download named `filename` (a fixed name: no quoting needed).
+    #[must_use]
+    pub fn as_attachment(mut self, filename: &'static str) -> Self {
+        self.attachment = Some(filename);
+        self
     }
 
     pub fn status(&self) -> u16 {
@@ -125,6 +138,12 @@ impl Page {
         );
         if let Some(location) = self.location {
             res = res.with_header("Location", location);
+        }
+        if let Some(name) = self.attachment {
+            res = res.with_header(
+                "Content-Disposition",
+                format!("attachment; filename=\"{name}\""),
+            );
         }
         if let Some(cookie) = self.cookie {
             res = res.with_header("Set-Cookie", cookie);

@@ -3,7 +3,7 @@
 
 use super::page::Page;
 use super::refusal::Refusal;
-use super::{Console, overview, tenants};
+use super::{Console, devices, overview, tenants};
 
 /// The page for `method` and the path's segments.
 ///
@@ -18,6 +18,11 @@ pub async fn dispatch(cx: &Console<'_>, method: &str, path: &[&str]) -> Result<P
         ("POST", ["tenants", id]) => tenants::update(cx, cx.user.require()?, id).await,
         ("POST", ["tenants", id, "disable"]) => tenants::disable(cx, cx.user.require()?, id).await,
         ("POST", ["tenants", id, "check"]) => tenants::check(cx, cx.user.require()?, id).await,
+        ("GET", ["devices"]) => devices::list(cx, cx.user.require()?).await,
+        ("GET", ["devices.csv"]) => devices::csv(cx, cx.user.require()?).await,
+        ("GET", ["devices", tenant, machine]) => {
+            devices::device(cx, cx.user.require()?, tenant, machine).await
+        }
         (_, [] | ["auth", ..]) => Err(Refusal::MethodNotAllowed),
         _ => Err(Refusal::NotFound),
     }

@@ -62,7 +62,11 @@ impl OffboardRequest {
             .with("UpdatedAt", self.updated_at)
     }
 
-    fn from_entity(e: &Entity) -> Result<Self, TableError> {
+    /// Reads a row back.
+    ///
+    /// # Errors
+    /// A column missing or malformed.
+    pub fn from_entity(e: &Entity) -> Result<Self, TableError> {
         let bad = |what: &str, why: String| {
             TableError::Decode(format!("OffboardRequests/{}: {what}: {why}", e.row_key))
         };

@@ -25,6 +25,7 @@ use crate::domain::duplicates::{self, DupKey};
 use crate::domain::notification::{DeviceRef, Event, MAX_DEVICES_PER_NOTE, Note};
 use crate::domain::{Actor, CompactMachineId, MachineId, TenantId};
 use crate::store::audit::{self, AuditEntry};
+use crate::store::cursors::{self, SyncOutcome};
 use crate::store::devices::{self, col};
 use crate::store::tenants::{self, Tenant};
 use crate::store::{self, names};
@@ -192,6 +193,15 @@ pub async fn run(state: &AppState, job: &SyncJob, attempt: u32) -> anyhow::Resul
                 duration_ms = report.duration_ms,
                 "tenant synced"
             );
+            let run = (job.run_id.as_str(), now);
+            cursors::record_sync(
+                state.tables(),
+                &tenant_id,
+                SyncOutcome::Succeeded,
+                run,
+                &entry.detail,
+            )
+            .await;
             Ok(Outcome::Synced {
                 report,
                 detail: entry.detail,
@@ -205,6 +215,15 @@ pub async fn run(state: &AppState, job: &SyncJob, attempt: u32) -> anyhow::Resul
             let entry = AuditEntry::new("DeviceSyncFailed", &job.run_id, message.clone(), now)
                 .by(&sync_actor());
             audit::append(&audit_table, &tenant_id, &entry, &job.run_id).await?;
+            let run = (job.run_id.as_str(), now);
+            cursors::record_sync(
+                state.tables(),
+                &tenant_id,
+                SyncOutcome::Failed,
+                run,
+                &message,
+            )
+            .await;
             let note = Note {
                 id: format!("{}-{}-failed", job.run_id, tenant_id),
                 tenant_id: tenant_id.clone(),
@@ -228,6 +247,15 @@ pub async fn run(state: &AppState, job: &SyncJob, attempt: u32) -> anyhow::Resul
             )
             .by(&sync_actor());
             // Best effort: the invocation fails either way.
+            let run = (job.run_id.as_str(), now);
+            cursors::record_sync(
+                state.tables(),
+                &tenant_id,
+                SyncOutcome::Retrying,
+                run,
+                &entry.detail,
+            )
+            .await;
             let _ = audit::append(
                 &audit_table,
                 &tenant_id,
