@@ -64,12 +64,25 @@ impl fmt::Display for SecretName {
     }
 }
 
-/// The app registration in the home tenant used for Graph `sendMail`.
+/// The app registration in the home tenant: Graph `sendMail` and the console's sign-in.
 #[derive(Debug, Clone)]
 pub struct HomeApp {
     pub tenant_id: String,
     pub client_id: String,
-    pub secret_name: SecretName,
+    /// The client secret in Key Vault; `None`: the app's managed identity is the app's
+    /// federated credential (the `federated` mode of the tenants).
+    pub secret_name: Option<SecretName>,
+}
+
+/// The operator console's settings (DESIGN §9.5); the console also needs the home app.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleSettings {
+    /// `CONSOLE_SESSION_SECRET`: the Key Vault secret (at least 32 bytes) that keys the
+    /// session cookie. Without it the console answers 503 "not configured".
+    pub session_secret: Option<SecretName>,
+    /// `CONSOLE_BASE_URL`: the console's public origin (`https://ops.example.com`), for the
+    /// OIDC redirect URI; unset, the origin of the request as the Functions host reports it.
+    pub base_url: Option<Url>,
 }
 
 /// Notification targets configured for the whole app (tenants may narrow them).
@@ -107,6 +120,7 @@ pub struct Config {
     pub webhook_allow_unsigned: bool,
     pub notify: NotifySettings,
     pub home_app: Option<HomeApp>,
+    pub console: ConsoleSettings,
     /// True when running inside Azure (App Service sets `WEBSITE_SITE_NAME`): logs become JSON.
     pub in_azure: bool,
 }
@@ -176,6 +190,8 @@ pub const SETTING_NAMES: &[&str] = &[
     "HOME_TENANT_ID",
     "HOME_CLIENT_ID",
     "HOME_SECRET_NAME",
+    "CONSOLE_SESSION_SECRET",
+    "CONSOLE_BASE_URL",
 ];
 
 /// Reads settings through a lookup function, collecting problems instead of stopping at the
@@ -263,6 +279,19 @@ fn parse_https_url(v: &str) -> Result<Url, String> {
     }
     if url.host_str().is_none() {
         return Err("has no host".into());
+    }
+    Ok(url)
+}
+
+/// An origin (`https://host[:port]`, no path): where browsers reach the console.
+fn parse_base_url(v: &str) -> Result<Url, String> {
+    let url = Url::parse(v).map_err(|e| format!("not a URL ({e})"))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+        return Err("must be an https:// origin (http only for 127.0.0.1 or localhost)".into());
+    }
+    if url.host_str().is_none() || !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err("must be an origin only, like https://ops.example.com (no path)".into());
     }
     Ok(url)
 }
@@ -432,7 +461,7 @@ impl Config {
         let home_client = r.optional("HOME_CLIENT_ID", parse_guid);
         let home_secret = r.optional("HOME_SECRET_NAME", SecretName::parse);
         let home_app = match (home_tenant, home_client, home_secret) {
-            (Some(tenant_id), Some(client_id), Some(secret_name)) => Some(HomeApp {
+            (Some(tenant_id), Some(client_id), secret_name) => Some(HomeApp {
                 tenant_id,
                 client_id,
                 secret_name,
@@ -441,11 +470,21 @@ impl Config {
             _ => {
                 r.problem(
                     "HOME_TENANT_ID",
-                    "HOME_TENANT_ID, HOME_CLIENT_ID and HOME_SECRET_NAME go together: set all three or none",
+                    "HOME_TENANT_ID and HOME_CLIENT_ID go together (with HOME_SECRET_NAME, or without it for the managed identity as federated credential): set both or none",
                 );
                 None
             }
         };
+        let console = ConsoleSettings {
+            session_secret: r.optional("CONSOLE_SESSION_SECRET", SecretName::parse),
+            base_url: r.optional("CONSOLE_BASE_URL", parse_base_url),
+        };
+        if console.session_secret.is_some() && home_app.is_none() {
+            r.problem(
+                "CONSOLE_SESSION_SECRET",
+                "the console signs people in with the home app: set HOME_TENANT_ID and HOME_CLIENT_ID too",
+            );
+        }
 
         if webhook_hmac_secret.is_some() && webhook_hmac_secret == notify.webhook_signing_secret {
             r.problem(
@@ -457,12 +496,13 @@ impl Config {
             || notify.webhook_signing_secret.is_some()
             || notify.teams_secret.is_some()
             || notify.webhook_secret.is_some()
-            || home_app.is_some();
+            || home_app.as_ref().is_some_and(|h| h.secret_name.is_some())
+            || console.session_secret.is_some();
         if uses_vault
             && key_vault_uri.is_none()
             && !r.problems.iter().any(|p| p.setting == "KEY_VAULT_URI")
         {
-            r.problem("KEY_VAULT_URI", "is required because secret names are configured (WEBHOOK_HMAC_SECRET, NOTIFY_*_SECRET or HOME_SECRET_NAME)");
+            r.problem("KEY_VAULT_URI", "is required because secret names are configured (WEBHOOK_HMAC_SECRET, NOTIFY_*_SECRET, HOME_SECRET_NAME or CONSOLE_SESSION_SECRET)");
         }
         match (&notify.email_from, notify.email_to.is_empty()) {
             (Some(_), true) => r.problem(
@@ -501,6 +541,7 @@ impl Config {
                 webhook_allow_unsigned,
                 notify,
                 home_app,
+                console,
                 in_azure,
             }),
             _ => Err(ConfigError {
@@ -805,7 +846,14 @@ mod tests {
         assert_eq!(c.schedules.offboard_flagged, "00:05:00");
         assert_eq!(c.incident_min_severity, MinSeverity::High);
         assert_eq!(c.notify.email_to.len(), 2);
-        assert_eq!(c.home_app.unwrap().secret_name.as_str(), "home-secret");
+        assert_eq!(
+            c.home_app
+                .unwrap()
+                .secret_name
+                .map(|s| s.as_str().to_owned())
+                .as_deref(),
+            Some("home-secret")
+        );
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //!   and the tracker (device resolution, policy, acceptance, state changes).
 //! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
+//! - [`console`]: the operator console (sign-in, session, pages under `/api/console`).
 //! - [`notify`]: notes rendered per channel (card, mail, webhook event), sent once each.
 
 pub mod app;
 pub mod clients;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod functions;

@@ -120,6 +120,12 @@ param homeClientId string = ''
 @description('HOME_SECRET_NAME: Key Vault secret NAME of that app registration\'s client secret.')
 param homeSecretName string = ''
 
+@description('CONSOLE_SESSION_SECRET: Key Vault secret NAME of the console\'s session key (at least 32 random bytes); empty: the console answers 503 "not configured".')
+param consoleSessionSecretName string = ''
+
+@description('CONSOLE_BASE_URL: the console\'s public origin for the sign-in redirect URI; empty: the origin of each request (the app\'s default host name).')
+param consoleBaseUrl string = ''
+
 // ---- names --------------------------------------------------------------------------------
 
 var suffix = uniqueString(resourceGroup().id)
@@ -219,6 +225,8 @@ module functionApp 'modules/functionapp.bicep' = {
     homeTenantId: homeTenantId
     homeClientId: homeClientId
     homeSecretName: homeSecretName
+    consoleSessionSecretName: consoleSessionSecretName
+    consoleBaseUrl: consoleBaseUrl
   }
 }
 
@@ -233,4 +241,6 @@ output identityClientId string = identity.outputs.clientId
 output identityPrincipalId string = identity.outputs.principalId
 output appInsightsName string = monitoring.outputs.appInsightsName
 @description('Give this URL to calling systems, with a function key (fetched separately: see docs/deploy.md) and, when WEBHOOK_HMAC_SECRET is set, the HMAC key.')
+@description('The operator console; its sign-in redirect URI is this URL + /auth/callback (docs/deploy.md).')
+output consoleUrl string = 'https://${functionApp.outputs.defaultHostName}/api/console'
 output webhookUrl string = 'https://${functionApp.outputs.defaultHostName}/api/offboard'

@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn actors_are_labelled_as_stored() {
-        let caller = Actor::Caller(CallerId::parse("itsm").unwrap());
+        let caller = Actor::Caller(CallerId::parse("itsm").expect("a valid caller id"));
         assert_eq!(caller.label(), "caller:itsm");
         let user = Actor::User {
             upn: "ada@contoso.com".into(),

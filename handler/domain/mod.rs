@@ -9,8 +9,10 @@ pub mod ids;
 pub mod mail;
 pub mod notification;
 pub mod request;
+pub mod roles;
 pub mod signature;
 
 pub use actor::{Actor, CallerId};
 pub use channel::{Channel, ChannelSet};
 pub use ids::{CompactMachineId, IdError, IncidentId, MachineId, RequestId, TenantId};
+pub use roles::{ConsoleRole, RoleSet};

@@ -6,6 +6,7 @@
 pub mod action_tracker;
 pub mod body;
 pub mod callers;
+pub mod console;
 pub mod devices;
 pub mod health;
 pub mod incident_watch;
@@ -182,6 +183,16 @@ pub const CATALOG: &[FunctionSpec] = &[
         outputs: &[("notes", Some(queues::NOTIFICATIONS))],
     },
     FunctionSpec {
+        name: "Console",
+        trigger_binding: HTTP,
+        trigger: Trigger::Http {
+            methods: &["get", "post"],
+            route: "console/{*path}",
+            auth: AuthLevel::Anonymous,
+        },
+        outputs: &[RES],
+    },
+    FunctionSpec {
         name: "Notify",
         trigger_binding: QUEUE,
         trigger: Trigger::Queue {
@@ -228,6 +239,9 @@ pub async fn invoke(
 ) -> Result<InvocationResponse, InvocationFailure> {
     match (spec.name, data) {
         ("Health", TriggerData::Http(_)) => Ok(health::handle(state).await),
+        ("Console", TriggerData::Http(req)) => {
+            Ok(console::handle(state, &req, inv.invocation_id()).await)
+        }
         ("Tenants", TriggerData::Http(req)) => {
             Ok(http_answer(inv, tenants::handle(state, &req).await))
         }

@@ -273,13 +273,13 @@ pub async fn send_email(state: &AppState, mail: &Mail) -> Result<(), ChannelErro
     };
     let tenant = TenantId::parse(&home.tenant_id)
         .map_err(|e| ChannelError(format!("HOME_TENANT_ID: {e}")))?;
-    let auth = TenantAuth::new(
-        tenant,
-        &home.client_id,
-        AuthMode::Secret,
-        Some(home.secret_name.clone()),
-    )
-    .map_err(|e| ChannelError(format!("the home app: {e}")))?;
+    let mode = if home.secret_name.is_some() {
+        AuthMode::Secret
+    } else {
+        AuthMode::Federated
+    };
+    let auth = TenantAuth::new(tenant, &home.client_id, mode, home.secret_name.clone())
+        .map_err(|e| ChannelError(format!("the home app: {e}")))?;
     let services = state.services();
     let mut settings = GraphSettings::new(config.graph_api_base.clone());
     settings.retry = RetryPolicy {

@@ -63,6 +63,8 @@ param notifyWebhookSecretName string
 param homeTenantId string
 param homeClientId string
 param homeSecretName string
+param consoleSessionSecretName string
+param consoleBaseUrl string
 
 param tags object = {}
 
@@ -261,6 +263,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'HOME_SECRET_NAME'
           value: homeSecretName
+        }
+        {
+          name: 'CONSOLE_SESSION_SECRET'
+          value: consoleSessionSecretName
+        }
+        {
+          name: 'CONSOLE_BASE_URL'
+          value: consoleBaseUrl
         }
       ]
     }

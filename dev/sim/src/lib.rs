@@ -8,6 +8,7 @@
 //! - `state`: the seeded and recorded state behind one mutex, the clock, faults, rate limits.
 //! - `server`: the router, the front middleware (faults, rate limits, request log) and the
 //!   TLS accept loop.
+//! - [`signin`]: Entra's sign-in for people: authorize page (test users), code grant, JWKS.
 //! - `token`: the Entra token endpoint, the managed-identity endpoint and the fake JWTs.
 //! - `mde`, `graph`, `keyvault`, `notify`: the service routes.
 //! - `admin`: the `/_sim/...` HTTP API over the same operations, for out-of-process users.
@@ -30,6 +31,7 @@ pub mod model;
 mod notify;
 pub mod odata;
 mod server;
+pub mod signin;
 mod state;
 pub mod tls;
 mod token;
@@ -45,6 +47,7 @@ use url::Url;
 
 pub use generate::{Fleet, FleetSummary};
 pub use model::{ActionStatus, Alert, Incident, IpAddress, Machine, MachineAction, VmMetadata};
+pub use signin::{TEST_USERS, TestUser, test_user};
 pub use state::{
     MailFormat, OffboardPost, RecordedRequest, SentMail, SinkEvent, TeamsPost, TokenRequestKey,
 };
@@ -346,6 +349,8 @@ pub struct ManagedIdentity {
 
 pub(crate) struct Shared {
     pub state: Mutex<state::State>,
+    /// The key signing ID tokens, generated when first needed.
+    pub signing: std::sync::OnceLock<signin::SigningKey>,
     pub base: Url,
     pub home_tenant: String,
     pub identity_header: String,
@@ -402,6 +407,7 @@ impl Sim {
         let state = state::State::new(&config);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
+            signing: std::sync::OnceLock::new(),
             base,
             home_tenant: config.home_tenant.clone(),
             identity_header: config.identity_header.clone(),
@@ -470,6 +476,20 @@ impl Sim {
     /// Adds or replaces an app registration (adds its tenant too).
     pub fn add_app(&self, app: AppRegistration) {
         self.lock().add_app(app);
+    }
+
+    /// Registers a redirect URI of an app (the console's `.../api/console/auth/callback`):
+    /// sign-in redirects only to registered ones, as Entra does.
+    pub fn add_redirect_uri(&self, tenant: &str, client_id: &str, uri: &str) {
+        let mut st = self.lock();
+        let uris = st
+            .signin
+            .redirect_uris
+            .entry((tenant.to_owned(), client_id.to_ascii_lowercase()))
+            .or_default();
+        if !uris.iter().any(|u| u == uri) {
+            uris.push(uri.to_owned());
+        }
     }
 
     /// Adds or replaces a user-assigned managed identity.

@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 
+use crate::signin;
 use crate::state::RecordedRequest;
 use crate::token::{self, Claims};
 use crate::{Fault, RouteFamily, Shared, admin, graph, keyvault, mde, notify};
@@ -60,6 +61,15 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/machineactions/{id}/cancel", post(mde::cancel_action));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token::token))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(signin::authorize_page).post(signin::authorize_choose),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(signin::jwks))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(signin::openid_configuration),
+        )
         .route("/msi/token", get(token::msi))
         .route("/secrets/{name}", get(keyvault::get_secret))
         .route("/secrets/{name}/", get(keyvault::get_secret))

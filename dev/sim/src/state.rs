@@ -208,6 +208,8 @@ pub(crate) struct State {
     pub mails: Vec<SentMail>,
     pub sink: Vec<SinkEvent>,
     pub token_counts: BTreeMap<TokenRequestKey, u64>,
+    /// Redirect URIs and issued authorization codes (people's sign-in).
+    pub signin: crate::signin::SignInState,
 }
 
 impl State {
@@ -234,6 +236,7 @@ impl State {
             mails: Vec::new(),
             sink: Vec::new(),
             token_counts: BTreeMap::new(),
+            signin: crate::signin::SignInState::default(),
         };
         st.tenant_mut(&config.home_tenant);
         st.add_managed_identity(ManagedIdentity {

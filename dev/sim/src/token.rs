@@ -194,6 +194,10 @@ pub(crate) async fn token(
     }
     match get("grant_type") {
         Some("client_credentials") => {}
+        Some("authorization_code") => {
+            drop(st);
+            return crate::signin::redeem(&sh, &tenant, &form);
+        }
         Some(other) => {
             return entra_error(
                 StatusCode::BAD_REQUEST,
@@ -233,48 +237,8 @@ pub(crate) async fn token(
             ),
         );
     };
-    if let Some(secret) = get("client_secret") {
-        if app.secret.as_deref() != Some(secret) {
-            return entra_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                7_000_215,
-                &format!(
-                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-                ),
-            );
-        }
-    } else if let Some(assertion) = get("client_assertion") {
-        if get("client_assertion_type") != Some(ASSERTION_TYPE) {
-            return entra_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                50027,
-                "Invalid client_assertion_type: the value must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
-            );
-        }
-        let ok = verify(assertion).is_some_and(|c| {
-            c.aud == audiences::TOKEN_EXCHANGE
-                && app
-                    .federated_identity
-                    .as_deref()
-                    .is_some_and(|mi| mi.eq_ignore_ascii_case(&c.appid))
-        });
-        if !ok {
-            return entra_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                70021,
-                "No matching federated identity record found for presented assertion. Assertion Issuer: 'https://sts.windows.net/'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
-            );
-        }
-    } else {
-        return entra_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7_000_216,
-            "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
-        );
+    if let Err(refusal) = authenticate_client(&app, &form) {
+        return refusal;
     }
     let Some(aud) = audience_for(resource) else {
         return entra_error(
@@ -309,7 +273,64 @@ pub(crate) async fn token(
     )
 }
 
-fn missing_param(name: &str) -> Response {
+/// Checks the client credential of a token request: `client_secret`, or a managed-identity
+/// token as `client_assertion` (federated credential). Shared by every grant.
+pub(crate) fn authenticate_client(
+    app: &crate::AppRegistration,
+    form: &std::collections::HashMap<String, String>,
+) -> Result<(), Response> {
+    let get = |k: &str| form.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    if let Some(secret) = get("client_secret") {
+        if app.secret.as_deref() != Some(secret) {
+            return Err(entra_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7_000_215,
+                &format!(
+                    "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                    app.client_id
+                ),
+            ));
+        }
+    } else if let Some(assertion) = get("client_assertion") {
+        if get("client_assertion_type") != Some(ASSERTION_TYPE) {
+            return Err(entra_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                50027,
+                "Invalid client_assertion_type: the value must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+            ));
+        }
+        let ok = verify(assertion).is_some_and(|c| {
+            c.aud == audiences::TOKEN_EXCHANGE
+                && app
+                    .federated_identity
+                    .as_deref()
+                    .is_some_and(|mi| mi.eq_ignore_ascii_case(&c.appid))
+        });
+        if !ok {
+            return Err(entra_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                70021,
+                "No matching federated identity record found for presented assertion. Assertion Issuer: 'https://sts.windows.net/'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
+            ));
+        }
+    } else {
+        return Err(entra_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7_000_216,
+            &format!(
+                "'client_assertion', 'client_secret' or 'request' is required for the '{}' grant type.",
+                get("grant_type").unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn missing_param(name: &str) -> Response {
     entra_error(
         StatusCode::BAD_REQUEST,
         "invalid_request",

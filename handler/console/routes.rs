@@ -1,0 +1,18 @@
+//! Which page answers which method and path (relative to `/api/console`). Each line asks
+//! for the role proof the page needs; add one line per page.
+
+use super::page::Page;
+use super::refusal::Refusal;
+use super::{Console, overview};
+
+/// The page for `method` and the path's segments.
+///
+/// # Errors
+/// The page's [`Refusal`]; [`Refusal::NotFound`] for an unknown path.
+pub async fn dispatch(cx: &Console<'_>, method: &str, path: &[&str]) -> Result<Page, Refusal> {
+    match (method, path) {
+        ("GET", []) => overview::page(cx, cx.user.require()?).await,
+        (_, [] | ["auth", ..]) => Err(Refusal::MethodNotAllowed),
+        _ => Err(Refusal::NotFound),
+    }
+}
