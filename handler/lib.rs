@@ -13,6 +13,7 @@
 //! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
 //! - [`console`]: the operator console (sign-in, session, pages under `/api/console`).
+//! - [`fleet`]: what the console reads: the overview per tenant, the devices grid, the CSV.
 //! - [`notify`]: notes rendered per channel (card, mail, webhook event), sent once each.
 
 pub mod app;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod console;
 pub mod domain;
 pub mod error;
+pub mod fleet;
 pub mod functions;
 pub mod host;
 pub mod notify;

@@ -63,7 +63,13 @@ async fn raw(
 
 #[tokio::test]
 async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing() {
-    let env = Env::start().await;
+    // Unsigned calls allowed, so the bodies below reach the body checks (a 401 at the door
+    // would hide them); the trust headers get their own cases below.
+    let env = Env::start_with(Options {
+        settings: vec![("WEBHOOK_ALLOW_UNSIGNED".into(), "true".into())],
+        ..Options::default()
+    })
+    .await;
     let now = env.sim.now();
     env.sim.add_tenant(T1);
     env.sim.add_machines(
@@ -163,13 +169,112 @@ async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing(
     ];
     for (name, body) in bodies {
         let (status, text) = raw(&env, Method::POST, "offboard", body, "application/json").await;
-        assert!((400..500).contains(&status), "{name}: {status} {text}");
+        assert!(
+            (400..500).contains(&status) && status != 401,
+            "{name}: {status} {text}"
+        );
         let v: Value =
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
         assert!(
             v["error"]["code"].is_string() && v["error"]["message"].is_string(),
             "{name}: {text}"
         );
+    }
+
+    // Trust headers (design §9.1): a caller id that is malformed, huge, unknown or unsigned,
+    // a signature without a configured key, a garbage signature: 401, nothing read further.
+    let body = json!({"tenantId": T1, "machineId": mid(1)}).to_string();
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+    let sig = defender_ops::domain::signature::sign(
+        b"some-key-0123456789abcdef0123456789",
+        ts.parse().expect("ts"),
+        body.as_bytes(),
+    );
+    let long_id = "x".repeat(5000);
+    let headers: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "malformed caller id",
+            vec![
+                ("x-caller-id", "Not A Caller!"),
+                ("x-signature", &sig),
+                ("x-signature-timestamp", &ts),
+            ],
+        ),
+        (
+            "huge caller id",
+            vec![
+                ("x-caller-id", &long_id),
+                ("x-signature", &sig),
+                ("x-signature-timestamp", &ts),
+            ],
+        ),
+        (
+            "unknown caller",
+            vec![
+                ("x-caller-id", "nobody"),
+                ("x-signature", &sig),
+                ("x-signature-timestamp", &ts),
+            ],
+        ),
+        ("caller id, unsigned", vec![("x-caller-id", "nobody")]),
+        (
+            "signed, no default key",
+            vec![("x-signature", &sig), ("x-signature-timestamp", &ts)],
+        ),
+        (
+            "garbage signature",
+            vec![
+                ("x-caller-id", "nobody"),
+                ("x-signature", "sha256=zz"),
+                ("x-signature-timestamp", "1e99"),
+            ],
+        ),
+    ];
+    for (name, hs) in headers {
+        let mut req = env
+            .http
+            .post(env.url("offboard"))
+            .header("x-functions-key", env.host.function_key())
+            .header("content-type", "application/json");
+        for (k, v) in hs {
+            req = req.header(k, v);
+        }
+        let res = req.body(body.clone()).send().await.expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        assert_eq!(status, 401, "{name}: {text}");
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
+        assert_eq!(v["error"]["code"], "Unauthorized", "{name}: {text}");
+    }
+    let callers = [
+        (
+            "itsm",
+            json!({"displayName": "x", "tenants": [T1], "secretName": "no-such-secret"}),
+        ),
+        (
+            "itsm",
+            json!({"displayName": "x", "tenants": "nope", "secretName": "k"}),
+        ),
+        (
+            "itsm",
+            json!({"displayName": "x", "tenants": [5], "secretName": "k"}),
+        ),
+        (
+            "itsm",
+            json!({"displayName": "x", "tenants": [T1], "secretName": "k", "enabled": "yes"}),
+        ),
+        ("itsm", json!([1])),
+        (
+            "UPPER",
+            json!({"displayName": "x", "tenants": [T1], "secretName": "k"}),
+        ),
+    ];
+    for (id, body) in callers {
+        let (status, answer) = env
+            .admin(Method::PUT, &format!("callers/{id}"), Some(&body))
+            .await;
+        assert_eq!(status, 400, "{id} {body}: {answer}");
     }
 
     let paths = [
@@ -255,6 +360,7 @@ async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing(
 async fn known_secret_values_never_reach_a_log_line_or_a_stored_row() {
     const HMAC_KEY: &str = "hmac-key-7f1e0c9a5b3d4e2f";
     const TEAMS_SIG: &str = "teams-sig-a1b2c3d4e5f6";
+    const CALLER_KEY: &str = "caller-key-5e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b";
     let env = Env::start_with(Options {
         settings: vec![
             ("WEBHOOK_HMAC_SECRET".into(), "webhook-hmac".into()),
@@ -299,6 +405,31 @@ async fn known_secret_values_never_reach_a_log_line_or_a_stored_row() {
         .await
         .expect("post");
     assert_eq!(res.status().as_u16(), 202);
+    // A registered caller's key (design §9.1) stays out of logs and rows too.
+    env.sim.set_secret("caller-key", CALLER_KEY);
+    let (status, answer) = env
+        .admin(
+            Method::PUT,
+            "callers/itsm",
+            Some(&json!({"displayName": "ITSM", "tenants": [T1], "secretName": "caller-key"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let body = json!({"tenantId": T1, "machineId": mid(2), "dryRun": true}).to_string();
+    let caller_sig =
+        defender_ops::domain::signature::sign(CALLER_KEY.as_bytes(), ts, body.as_bytes());
+    let res = env
+        .http
+        .post(env.url("offboard"))
+        .header("x-functions-key", env.host.function_key())
+        .header("x-caller-id", "itsm")
+        .header("x-signature", &caller_sig)
+        .header("x-signature-timestamp", ts.to_string())
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(res.status().as_u16(), 200);
     env.settle().await;
     // The action finishes, so a result note goes to Teams.
     env.sim.advance(std::time::Duration::from_secs(600));
@@ -325,10 +456,12 @@ async fn known_secret_values_never_reach_a_log_line_or_a_stored_row() {
         .unwrap_or("none");
     let secrets = [
         HMAC_KEY,
+        CALLER_KEY,
         TEAMS_SIG,
         client_secret,
         account_key,
         sig.as_str(),
+        caller_sig.as_str(),
         env.host.function_key(),
         env.host.admin_key(),
     ];

@@ -44,6 +44,8 @@
 
 pub mod assets;
 pub mod auth;
+pub mod devices;
+pub mod display;
 pub mod form;
 pub mod overview;
 pub mod page;

@@ -18,6 +18,8 @@ pub struct Page {
     location: Option<String>,
     cookie: Option<String>,
     cacheable: bool,
+    /// `Content-Disposition: attachment; filename=...` (a download, e.g. the CSV).
+    attachment: Option<&'static str>,
 }
 
 impl Page {
@@ -30,6 +32,7 @@ impl Page {
             location: None,
             cookie: None,
             cacheable: false,
+            attachment: None,
         }
     }
 
@@ -42,6 +45,7 @@ impl Page {
             location: Some(location.into()),
             cookie: None,
             cacheable: false,
+            attachment: None,
         }
     }
 
@@ -54,6 +58,7 @@ impl Page {
             location: None,
             cookie: None,
             cacheable: true,
+            attachment: None,
         }
     }
 
@@ -66,6 +71,7 @@ impl Page {
             location: None,
             cookie: None,
             cacheable: false,
+            attachment: None,
         }
     }
 
@@ -73,6 +79,13 @@ impl Page {
     #[must_use]
     pub fn with_cookie(mut self, set_cookie: String) -> Self {
         self.cookie = Some(set_cookie);
+        self
+    }
+
+    /// Makes the answer a download named `filename` (a fixed name: no quoting needed).
+    #[must_use]
+    pub fn as_attachment(mut self, filename: &'static str) -> Self {
+        self.attachment = Some(filename);
         self
     }
 
@@ -102,6 +115,12 @@ impl Page {
         );
         if let Some(location) = self.location {
             res = res.with_header("Location", location);
+        }
+        if let Some(name) = self.attachment {
+            res = res.with_header(
+                "Content-Disposition",
+                format!("attachment; filename=\"{name}\""),
+            );
         }
         if let Some(cookie) = self.cookie {
             res = res.with_header("Set-Cookie", cookie);

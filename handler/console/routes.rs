@@ -3,7 +3,7 @@
 
 use super::page::Page;
 use super::refusal::Refusal;
-use super::{Console, overview};
+use super::{Console, devices, overview};
 
 /// The page for `method` and the path's segments.
 ///
@@ -12,6 +12,11 @@ use super::{Console, overview};
 pub async fn dispatch(cx: &Console<'_>, method: &str, path: &[&str]) -> Result<Page, Refusal> {
     match (method, path) {
         ("GET", []) => overview::page(cx, cx.user.require()?).await,
+        ("GET", ["devices"]) => devices::list(cx, cx.user.require()?).await,
+        ("GET", ["devices.csv"]) => devices::csv(cx, cx.user.require()?).await,
+        ("GET", ["devices", tenant, machine]) => {
+            devices::device(cx, cx.user.require()?, tenant, machine).await
+        }
         (_, [] | ["auth", ..]) => Err(Refusal::MethodNotAllowed),
         _ => Err(Refusal::NotFound),
     }

@@ -26,6 +26,7 @@ use crate::domain::{CompactMachineId, MachineId, TenantId};
 use crate::error::InvocationFailure;
 use crate::host::{InvocationResponse, QueueMessage};
 use crate::store::audit::{self, AuditEntry};
+use crate::store::cursors::{self, SyncOutcome};
 use crate::store::devices::{self, col};
 use crate::store::tenants::{self, Tenant};
 use crate::store::{self, names};
@@ -132,6 +133,15 @@ pub async fn handle(
                 duration_ms = report.duration_ms,
                 "tenant synced"
             );
+            let run = (job.run_id.as_str(), now);
+            cursors::record_sync(
+                state.tables(),
+                &tenant_id,
+                SyncOutcome::Succeeded,
+                run,
+                &entry.detail,
+            )
+            .await;
             let line = format!("tenant {tenant_id} sync {}: {}", job.run_id, entry.detail);
             Ok(InvocationResponse::new()
                 .with_queue("notes", notes.iter().map(Note::to_message).collect())
@@ -145,6 +155,15 @@ pub async fn handle(
             audit::append(&audit_table, &tenant_id, &entry, &job.run_id)
                 .await
                 .map_err(|e| fail(e.into()))?;
+            let run = (job.run_id.as_str(), now);
+            cursors::record_sync(
+                state.tables(),
+                &tenant_id,
+                SyncOutcome::Failed,
+                run,
+                &message,
+            )
+            .await;
             let note = Note {
                 id: format!("{}-{}-failed", job.run_id, tenant_id),
                 tenant_id: tenant_id.clone(),
@@ -172,6 +191,15 @@ pub async fn handle(
                 now,
             );
             // Best effort: the invocation fails either way.
+            let run = (job.run_id.as_str(), now);
+            cursors::record_sync(
+                state.tables(),
+                &tenant_id,
+                SyncOutcome::Retrying,
+                run,
+                &entry.detail,
+            )
+            .await;
             let _ = audit::append(
                 &audit_table,
                 &tenant_id,

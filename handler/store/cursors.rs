@@ -54,3 +54,104 @@ pub async fn set_time(
         .with(UPDATED_AT, now);
     table.upsert_replace(&row).await.map(drop)
 }
+
+/// The cursor row `sync`: when the tenant's last device sync ended, and how.
+pub const SYNC: &str = "sync";
+
+/// How a device sync run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncOutcome {
+    Succeeded,
+    /// Permanently (credentials, permissions): the next scheduled run tries again.
+    Failed,
+    /// Transiently: the host retries the job.
+    Retrying,
+}
+
+impl SyncOutcome {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Retrying => "Retrying",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        [Self::Succeeded, Self::Failed, Self::Retrying]
+            .into_iter()
+            .find(|o| o.as_str() == raw)
+    }
+}
+
+/// The last sync of a tenant, as the console shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRecord {
+    pub at: OffsetDateTime,
+    pub outcome: SyncOutcome,
+    pub run_id: String,
+    /// The run's counts, or the error.
+    pub detail: String,
+}
+
+/// Records how a sync run ended. Best effort: the run's own outcome stands (and is in
+/// `Audit`) whether or not this row could be written.
+/// `run` is the run's id and when it started.
+pub async fn record_sync(
+    tables: &crate::clients::tables::TableService,
+    tenant: &TenantId,
+    outcome: SyncOutcome,
+    run: (&str, OffsetDateTime),
+    detail: &str,
+) {
+    let record = SyncRecord {
+        at: run.1,
+        outcome,
+        run_id: run.0.to_owned(),
+        detail: detail.to_owned(),
+    };
+    let record = &record;
+    let write = async {
+        let table = crate::store::open(tables, crate::store::names::CURSORS).await?;
+        let at = record
+            .at
+            .to_offset(time::UtcOffset::UTC)
+            .format(&Rfc3339)
+            .map_err(|e| TableError::Decode(e.to_string()))?;
+        let row = Entity::new(tenant.as_str(), SYNC)
+            .with(VALUE, at)
+            .with("Outcome", record.outcome.as_str())
+            .with("RunId", record.run_id.as_str())
+            .with("Detail", record.detail.as_str())
+            .with(UPDATED_AT, record.at);
+        table.upsert_replace(&row).await.map(drop)
+    };
+    if let Err(e) = write.await {
+        tracing::warn!(error = %e, "could not record the sync's outcome in Cursors");
+    }
+}
+
+/// The last recorded sync of a tenant; `None` before the first, or for a row that no longer
+/// reads.
+///
+/// # Errors
+/// Storage failures.
+pub async fn last_sync(
+    table: &TableClient,
+    tenant: &TenantId,
+) -> Result<Option<SyncRecord>, TableError> {
+    let Some(row) = table.get(tenant.as_str(), SYNC).await? else {
+        return Ok(None);
+    };
+    let at = row
+        .get_str(VALUE)
+        .and_then(|v| OffsetDateTime::parse(v, &Rfc3339).ok());
+    let outcome = row.get_str("Outcome").and_then(SyncOutcome::parse);
+    Ok(at.zip(outcome).map(|(at, outcome)| SyncRecord {
+        at,
+        outcome,
+        run_id: row.get_str("RunId").unwrap_or_default().to_owned(),
+        detail: row.get_str("Detail").unwrap_or_default().to_owned(),
+    }))
+}

@@ -83,6 +83,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.echo_handler_output = std::env::var("ECHO_HANDLER").is_ok();
     cfg.env = dev_host::sim_settings::handler_settings(&sim, &prefix);
     dev_host::sim_settings::set(&mut cfg.env, "RUST_LOG", "warn");
+    // Its offboard calls are unsigned function-key calls (design §9.1).
+    dev_host::sim_settings::set(&mut cfg.env, "WEBHOOK_ALLOW_UNSIGNED", "true");
     let host = Host::start(cfg)
         .await
         .map_err(|e| anyhow::anyhow!("dev-host: {e:#}"))?;

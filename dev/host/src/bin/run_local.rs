@@ -69,7 +69,11 @@ const HOME_APP: &str = "3f6b1d2e-4c5a-4b7e-9f80-a1b2c3d4e5f6";
 const MAIL_FROM: &str = "defender-ops@contoso.com";
 const MAIL_TO: &str = "secops@contoso.com";
 /// Key Vault secret names (the settings name them; the values live in the sim's vault).
-const KV_HMAC: &str = "webhook-hmac-key";
+/// The ITSM system registered as a caller (design §9.1): its id and its key's secret name.
+const CALLER_ID: &str = "itsm";
+const KV_CALLER: &str = "caller-itsm-key";
+/// The key outbound webhook events are signed with (never a key that can offboard).
+const KV_EVENTS: &str = "outbound-events-signing-key";
 const KV_TEAMS: &str = "teams-workflow-url";
 const KV_WEBHOOK: &str = "outbound-webhook-url";
 const KV_HOME: &str = "home-app-secret";
@@ -297,7 +301,7 @@ struct Api {
     base: String,
     function_key: String,
     admin_key: String,
-    /// Signing key of `POST /api/offboard`, when the handler checks signatures.
+    /// Signing key of `POST /api/offboard`: the registered caller `CALLER_ID`'s key.
     hmac_key: Option<String>,
 }
 
@@ -371,6 +375,7 @@ impl Api {
         if let Some(key) = &self.hmac_key {
             let ts = time::OffsetDateTime::now_utc().unix_timestamp();
             req = req
+                .header("x-caller-id", CALLER_ID)
                 .header(
                     "x-signature",
                     signature::sign(key.as_bytes(), ts, raw.as_bytes()),
@@ -697,7 +702,8 @@ async fn seed_sim(hmac_key: &str) -> anyhow::Result<((Sim, Vec<FleetSummary>, St
     let teams = sim.add_teams_workflow("secops-channel", &sig);
     sim.set_secret(KV_TEAMS, teams.as_str());
     sim.set_secret(KV_WEBHOOK, sim.sink_url("itsm").as_str());
-    sim.set_secret(KV_HMAC, hmac_key);
+    sim.set_secret(KV_CALLER, hmac_key);
+    sim.set_secret(KV_EVENTS, &format!("evk-{}", uuid::Uuid::new_v4().simple()));
     let detail = format!(
         "{} at {}; {} devices; {incidents} incidents",
         "HTTPS simulators",
@@ -724,7 +730,7 @@ fn sim_settings(sim: &Sim) -> Vec<(String, String)> {
         s("STALE_AFTER_DAYS", "7"),
         s("OFFBOARD_EXCLUDE_TAG", EXCLUDE_TAG),
         s("INCIDENT_MIN_SEVERITY", "medium"),
-        s("WEBHOOK_HMAC_SECRET", KV_HMAC),
+        s("NOTIFY_WEBHOOK_SIGNING_SECRET", KV_EVENTS),
         s("NOTIFY_TEAMS_SECRET", KV_TEAMS),
         s("NOTIFY_WEBHOOK_SECRET", KV_WEBHOOK),
         s("NOTIFY_EMAIL_FROM", MAIL_FROM),
@@ -1006,9 +1012,29 @@ async fn flow(p: &mut Progress, ctx: &Ctx) -> anyhow::Result<Report> {
         sim.set_machine_offline(t.id, &mid(d), false);
     }
 
+    p.step(
+        "register the ITSM system as a caller: PUT /api/callers/itsm (its own key, its tenants)",
+        async {
+            let a = api
+                .call(
+                    Method::PUT,
+                    &format!("callers/{CALLER_ID}"),
+                    Key::Admin,
+                    Some(&json!({
+                        "displayName": "ITSM (ServiceNow)",
+                        "tenants": [t1.id, t2.id],
+                        "secretName": KV_CALLER,
+                    })),
+                )
+                .await?
+                .expect("PUT /api/callers/itsm", &[200, 201])?;
+            Ok(((), format!("{} caller {CALLER_ID}", a.status)))
+        },
+    )
+    .await?;
     let webhook_request = p
         .step(
-            "offboard through the signed webhook: POST /api/offboard (X-Signature)",
+            "offboard through the signed webhook as caller itsm: POST /api/offboard (X-Caller-Id, X-Signature)",
             async {
                 let a = api
                     .offboard(&json!({
