@@ -131,6 +131,11 @@ impl JsonBody {
         }
     }
 
+    /// A field as given (absent or null → `None`), for a nested object.
+    pub fn opt_value(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name).filter(|v| !v.is_null())
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.fields.get(name).is_some_and(|v| !v.is_null())
     }

@@ -192,6 +192,7 @@ fn verdict(answer: Result<MachineAction, DefenderError>) -> Verdict {
                     "Defender accepted the offboard; machine action {}",
                     action.id
                 ),
+                ..Change::default()
             },
         ),
         Err(DefenderError::ActiveRequestAlreadyExists { message }) => {

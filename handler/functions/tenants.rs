@@ -13,6 +13,7 @@ use crate::clients::credentials::{AuthMode, TenantAuth};
 use crate::clients::keyvault::KeyVaultError;
 use crate::clients::tables::TableError;
 use crate::config::SecretName;
+use crate::domain::approval::ApprovalPolicy;
 use crate::domain::{ChannelSet, TenantId};
 use crate::error::ApiError;
 use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
@@ -28,6 +29,7 @@ const FIELDS: &[&str] = &[
     "enabled",
     "defenderApiBase",
     "notifyChannels",
+    "approval",
 ];
 
 /// GET / PUT / DELETE /api/tenants/{tenantId?}.
@@ -95,6 +97,7 @@ struct Registration {
     enabled: bool,
     defender_api_base: Option<Url>,
     notify_channels: ChannelSet,
+    approval: ApprovalPolicy,
 }
 
 fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, ApiError> {
@@ -149,13 +152,55 @@ fn parse_registration(id: TenantId, body: &JsonBody) -> Result<Registration, Api
             .map_err(|e| ApiError::bad_request("InvalidField", format!("notifyChannels: {e}")))?,
         None => ChannelSet::default(),
     };
+    let approval = match body.opt_value("approval") {
+        Some(v) => parse_approval(v)?,
+        None => ApprovalPolicy::Never,
+    };
     Ok(Registration {
+        approval,
         auth,
         display_name,
         enabled: body.opt_bool("enabled")?.unwrap_or(true),
         defender_api_base,
         notify_channels,
     })
+}
+
+/// `{"mode": "never"|"always"|"above", "threshold": N}` (design §9.4).
+fn parse_approval(v: &Value) -> Result<ApprovalPolicy, ApiError> {
+    let bad = |m: String| ApiError::bad_request("InvalidApproval", m);
+    let Value::Object(o) = v else {
+        return Err(bad(
+            "approval must be an object: {\"mode\": \"never\"|\"always\"|\"above\", \"threshold\": N}".into(),
+        ));
+    };
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["mode", "threshold"].contains(&k.as_str()))
+    {
+        return Err(bad(format!(
+            "unknown field 'approval.{}'; expected mode, threshold",
+            truncate(k)
+        )));
+    }
+    let mode = match o.get("mode") {
+        Some(Value::String(m)) => m.as_str(),
+        None | Some(Value::Null) => return Err(bad("approval.mode is required".into())),
+        Some(_) => return Err(bad("approval.mode must be a string".into())),
+    };
+    let threshold = match o.get("threshold") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_i64()
+                .ok_or_else(|| bad("approval.threshold must be a whole number".into()))?,
+        ),
+        Some(_) => return Err(bad("approval.threshold must be a number".into())),
+    };
+    ApprovalPolicy::parse(mode, threshold).map_err(|e| bad(truncate_message(&e)))
+}
+
+fn truncate_message(m: &str) -> String {
+    m.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 async fn put(
@@ -176,6 +221,7 @@ async fn put(
         enabled: reg.enabled,
         defender_api_base: reg.defender_api_base,
         notify_channels: reg.notify_channels,
+        approval: reg.approval,
         created_at: now,
         updated_at: now,
     };
@@ -299,14 +345,15 @@ async fn audit_change(
         .await
         .map_err(storage)?;
     let detail = format!(
-        "tenant {what} by {actor}: {} ({}, {})",
+        "tenant {what} by {actor}: {} ({}, {}, approval {})",
         tenant.display_name,
         tenant.auth.mode().as_str(),
         if tenant.enabled {
             "enabled"
         } else {
             "disabled"
-        }
+        },
+        tenant.approval
     );
     let entry = AuditEntry::new("Tenant", tenant.id().as_str(), detail, tenant.updated_at)
         .by(actor)
@@ -327,9 +374,18 @@ fn to_json(t: &Tenant) -> Value {
         "enabled": t.enabled,
         "defenderApiBase": t.defender_api_base.as_ref().map(Url::as_str),
         "notifyChannels": t.notify_channels.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "approval": approval_json(t.approval),
         "createdAt": rfc3339(t.created_at),
         "updatedAt": rfc3339(t.updated_at),
     })
+}
+
+/// The tenant's approval as in the API (`threshold` only with `above`).
+pub(crate) fn approval_json(p: ApprovalPolicy) -> Value {
+    match p {
+        ApprovalPolicy::Above { threshold } => json!({"mode": "above", "threshold": threshold}),
+        other => json!({"mode": other.mode()}),
+    }
 }
 
 pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
