@@ -74,7 +74,7 @@ async fn rig(approval: Value) -> Rig {
         T1,
         (1..=8)
             .map(|n| Machine::new(mid(n), format!("pc-{n:02}.contoso.com"), now))
-            .collect(),
+            .collect::<Vec<_>>(),
     );
     env.register_tenant(T1, APP1).await;
     let (status, body) = env
@@ -362,23 +362,10 @@ async fn two_approvers_at_once_give_one_outcome() {
     let (_, body) = webhook(env, 1).await;
     let id = rid(&body);
     let (bob, eve) = (user("bob"), user("eve"));
+    let t = tenant();
     let (a, d) = tokio::join!(
-        approvals::decide(
-            &r.tables,
-            &tenant(),
-            &id,
-            Decision::Approve,
-            "yes",
-            acting(&bob)
-        ),
-        approvals::decide(
-            &r.tables,
-            &tenant(),
-            &id,
-            Decision::Deny,
-            "no",
-            acting(&eve)
-        ),
+        approvals::decide(&r.tables, &t, &id, Decision::Approve, "yes", acting(&bob)),
+        approvals::decide(&r.tables, &t, &id, Decision::Deny, "no", acting(&eve)),
     );
     let winners = [a.is_ok(), d.is_ok()].iter().filter(|w| **w).count();
     assert_eq!(winners, 1, "{a:?} {d:?}");
