@@ -196,6 +196,15 @@ fn parse_approval(v: &Value) -> Result<ApprovalPolicy, ApiError> {
         ),
         Some(_) => return Err(bad("approval.threshold must be a number".into())),
     };
+    // Checked whatever the mode, so a bad threshold is never stored silently.
+    if let Some(n) = threshold
+        && !(0..=i64::from(crate::domain::approval::MAX_THRESHOLD)).contains(&n)
+    {
+        return Err(bad(format!(
+            "approval.threshold must be a whole number from 0 to {}",
+            crate::domain::approval::MAX_THRESHOLD
+        )));
+    }
     ApprovalPolicy::parse(mode, threshold).map_err(|e| bad(truncate_message(&e)))
 }
 

@@ -184,7 +184,7 @@ pub async fn list_requests(
                 .map(|v| v.request),
         );
     }
-    out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    out.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     out.truncate(limit);
     Ok(out)
 }
