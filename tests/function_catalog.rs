@@ -30,13 +30,14 @@ fn every_function_folder_has_a_handler_and_every_handler_has_a_folder() {
     let folders = function_folders();
     let catalog: BTreeSet<String> = CATALOG.iter().map(|s| s.name.to_owned()).collect();
     assert_eq!(folders, catalog);
-    // DESIGN §2's twelve and §9's additions (Console...); other §9 functions join later.
-    for name in ["Health", "Tenants", "Devices", "Console"] {
+    // DESIGN §2's twelve and §9's additions: Callers (§9.1) and Console (§9.5).
+    for name in ["Health", "Tenants", "Devices", "Callers", "Console"] {
         assert!(catalog.contains(name), "{name} is missing");
     }
-    assert!(
-        catalog.len() >= 13,
-        "DESIGN §2 lists twelve functions, §9.5 adds Console"
+    assert_eq!(
+        catalog.len(),
+        14,
+        "DESIGN §2 lists twelve functions; §9.1 adds Callers, §9.5 Console"
     );
 }
 
