@@ -8,8 +8,9 @@
 //! - [`host`]: the custom-handler wire protocol (envelopes, double decoding, answers).
 //! - [`functions`]: one module per `functions/<Name>` folder, and their catalog.
 //! - [`domain`]: validated ids and pure logic (no I/O).
-//! - [`offboard`]: offboarding use cases shared by the webhook, the flag timer, the worker
-//!   and the tracker (device resolution, policy, acceptance, state changes).
+//! - [`offboard`]: offboarding use cases shared by the webhook, the flag timer, the worker,
+//!   the tracker and the console (device resolution, policy, acceptance, state changes,
+//!   approvals, cancel, the exclusion tag).
 //! - [`store`]: typed rows of the product's tables (tenants, devices, requests, audit...).
 //! - [`clients`]: Table Storage, Key Vault, tokens, Defender, Graph, notifiers.
 //! - [`console`]: the operator console (sign-in, session, pages under `/api/console`).
