@@ -113,6 +113,9 @@ pub struct Config {
     pub stale_after_days: u32,
     pub offboard_exclude_tag: String,
     pub offboard_max_per_run: u32,
+    /// `APPROVAL_TTL_HOURS`: a request unanswered this long after it began waiting for an
+    /// approver becomes `Expired` (design §9.4).
+    pub approval_ttl_hours: u32,
     pub incident_min_severity: MinSeverity,
     pub webhook_hmac_secret: Option<SecretName>,
     /// `WEBHOOK_ALLOW_UNSIGNED=true`: unsigned calls of `POST /api/offboard` are accepted
@@ -179,6 +182,7 @@ pub const SETTING_NAMES: &[&str] = &[
     "STALE_AFTER_DAYS",
     "OFFBOARD_EXCLUDE_TAG",
     "OFFBOARD_MAX_PER_RUN",
+    "APPROVAL_TTL_HOURS",
     "INCIDENT_MIN_SEVERITY",
     "WEBHOOK_HMAC_SECRET",
     "WEBHOOK_ALLOW_UNSIGNED",
@@ -430,6 +434,8 @@ impl Config {
             });
         let offboard_max_per_run =
             r.parsed("OFFBOARD_MAX_PER_RUN", 50, |v| parse_positive(v, 10_000));
+        let approval_ttl_hours =
+            r.parsed("APPROVAL_TTL_HOURS", 72, |v| parse_positive(v, 24 * 365));
         let incident_min_severity = r.parsed("INCIDENT_MIN_SEVERITY", MinSeverity::Medium, |v| {
             match v.to_ascii_lowercase().as_str() {
                 "low" => Ok(MinSeverity::Low),
@@ -536,6 +542,7 @@ impl Config {
                 stale_after_days,
                 offboard_exclude_tag,
                 offboard_max_per_run,
+                approval_ttl_hours,
                 incident_min_severity,
                 webhook_hmac_secret,
                 webhook_allow_unsigned,
@@ -663,6 +670,7 @@ mod tests {
         assert_eq!(c.port, 8080);
         assert_eq!(c.stale_after_days, 7);
         assert_eq!(c.offboard_max_per_run, 50);
+        assert_eq!(c.approval_ttl_hours, 72);
         assert_eq!(c.offboard_exclude_tag, "DoNotOffboard");
         assert_eq!(c.incident_min_severity, MinSeverity::Medium);
         assert_eq!(

@@ -22,6 +22,9 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String },
     #[error("{0}")]
     Unauthorized(String),
+    /// Authenticated, but not allowed this (an approver deciding their own request).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
     #[error("{message}")]
@@ -83,6 +86,7 @@ impl ApiError {
         match self {
             Self::BadRequest { .. } => 400,
             Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
             Self::NotFound { .. } => 404,
             Self::MethodNotAllowed { .. } => 405,
             Self::Conflict { .. } => 409,
@@ -94,13 +98,15 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    /// The error code in the body (`TenantNotFound`...).
+    pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unprocessable { code, .. } => code,
             Self::Unauthorized(_) => "Unauthorized",
+            Self::Forbidden(_) => "Forbidden",
             Self::MethodNotAllowed { .. } => "MethodNotAllowed",
             Self::PayloadTooLarge(_) => "PayloadTooLarge",
             Self::NotImplemented(_) => "NotImplemented",

@@ -9,8 +9,9 @@
 //! - [`functions`]: one module per `functions/<Name>` folder, and their catalog: adapters
 //!   from an invocation to a use case and back.
 //! - [`domain`]: validated ids and pure logic (no I/O).
-//! - [`offboard`]: offboarding use cases shared by the webhook, the flag timer, the worker
-//!   and the tracker (device resolution, policy, acceptance, state changes).
+//! - [`offboard`]: offboarding use cases shared by the webhook, the flag timer, the worker,
+//!   the tracker and the console (device resolution, policy, acceptance, state changes,
+//!   approvals, cancel, the exclusion tag).
 //! - [`sync`]: the device sync of one tenant (`SyncTenant`'s use case): streamed pages,
 //!   changed rows only, gone, stale and duplicate marks.
 //! - [`devices`]: device queries (filtered pages, one device) and the `Offboard` flag, for

@@ -82,6 +82,11 @@ param offboardExcludeTag string = 'DoNotOffboard'
 @minValue(1)
 param offboardMaxPerRun int = 50
 
+@description('APPROVAL_TTL_HOURS: a request waiting for an approver this long expires.')
+@minValue(1)
+@maxValue(8760)
+param approvalTtlHours int = 72
+
 @description('INCIDENT_MIN_SEVERITY: lowest incident severity that is notified.')
 @allowed([
   'low'
@@ -214,6 +219,7 @@ module functionApp 'modules/functionapp.bicep' = {
     staleAfterDays: staleAfterDays
     offboardExcludeTag: offboardExcludeTag
     offboardMaxPerRun: offboardMaxPerRun
+    approvalTtlHours: approvalTtlHours
     incidentMinSeverity: incidentMinSeverity
     webhookHmacSecretName: webhookHmacSecretName
     webhookAllowUnsigned: webhookAllowUnsigned

@@ -19,6 +19,7 @@ param incidentWatchSchedule = '0 */5 * * * *'
 param staleAfterDays = 7
 param offboardExcludeTag = 'DoNotOffboard'
 param offboardMaxPerRun = 50
+param approvalTtlHours = 72
 param incidentMinSeverity = 'medium'
 param tablePrefix = ''
 

@@ -225,6 +225,17 @@ async fn a_caller_reaches_only_its_tenants_and_only_with_its_key() {
     assert_eq!(state["source"], "webhook");
     assert_eq!(state["history"][0]["actor"], "caller:itsm", "{state}");
 
+    // The caller's key comes from the Key Vault cache, not one vault read per call.
+    let vault_reads = || {
+        env.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.contains("/secrets/itsm-key-1"))
+            .count()
+    };
+    let reads_before = vault_reads();
+    assert!(reads_before >= 1, "the PUT read the key from the vault");
+
     // Another customer's tenant: exactly what an unknown tenant gets, and nothing written.
     let before = written(&env, T2).await;
     let device_before = env.row("Devices", T2, &mid(100)).await.expect("device");
@@ -285,6 +296,11 @@ async fn a_caller_reaches_only_its_tenants_and_only_with_its_key() {
         let (status, e) = post_as(&env, caller, key, &other).await;
         assert_eq!(status, 401, "{what}: {e}");
     }
+    assert_eq!(
+        vault_reads(),
+        reads_before,
+        "signed calls read the caller's key from the cache"
+    );
     let (status, _) = env.admin(Method::DELETE, "callers/itsm", None).await;
     assert_eq!(status, 200);
     let (status, e) = post_as(&env, Some("itsm"), KEY1, &other).await;

@@ -471,3 +471,69 @@ async fn machine_actions_are_filtered_by_machine_and_type() {
 fn machine_id_str(n: u64) -> String {
     machine_id(n)
 }
+
+#[tokio::test]
+async fn a_machine_tag_is_added_and_removed_and_shows_in_the_next_read() {
+    let world = world().await;
+    seed(&world, 1);
+    let client = world.defender();
+
+    let tagged = client
+        .tag_machine(&id(1), "DoNotOffboard", true)
+        .await
+        .expect("add");
+    assert_eq!(tagged.machine_tags, vec!["DoNotOffboard".to_owned()]);
+    // Adding it again changes nothing.
+    let again = client
+        .tag_machine(&id(1), "DoNotOffboard", true)
+        .await
+        .expect("add again");
+    assert_eq!(again.machine_tags, vec!["DoNotOffboard".to_owned()]);
+    // The next read of the machine (what a sync sees) carries the tag.
+    let read = client.machine(&id(1)).await.expect("machine");
+    assert_eq!(read.machine_tags, vec!["DoNotOffboard".to_owned()]);
+
+    let untagged = client
+        .tag_machine(&id(1), "DoNotOffboard", false)
+        .await
+        .expect("remove");
+    assert!(untagged.machine_tags.is_empty());
+    assert!(
+        client
+            .machine(&id(1))
+            .await
+            .expect("machine")
+            .machine_tags
+            .is_empty()
+    );
+
+    let unknown = client
+        .tag_machine(&id(9), "DoNotOffboard", true)
+        .await
+        .expect_err("unknown machine");
+    assert!(
+        matches!(unknown, DefenderError::NotFound { .. }),
+        "{unknown:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_tag_change_without_machine_read_write_all_is_forbidden_naming_it() {
+    let world = world().await;
+    seed(&world, 1);
+    let mut app = AppRegistration::with_secret(TENANT, CLIENT_ID, clients_support::SECRET);
+    app.mde_roles = vec![
+        roles::MACHINE_READ_ALL.into(),
+        roles::MACHINE_OFFBOARD.into(),
+    ];
+    world.sim.add_app(app);
+    let error = world
+        .defender()
+        .tag_machine(&id(1), "DoNotOffboard", true)
+        .await
+        .expect_err("forbidden");
+    assert!(
+        matches!(&error, DefenderError::Forbidden { missing: Some(m), .. } if m.contains("Machine.ReadWrite.All")),
+        "{error:?}"
+    );
+}

@@ -30,6 +30,7 @@ fn every_function_folder_has_a_handler_and_every_handler_has_a_folder() {
     let folders = function_folders();
     let catalog: BTreeSet<String> = CATALOG.iter().map(|s| s.name.to_owned()).collect();
     assert_eq!(folders, catalog);
+    // DESIGN §2's twelve and §9's additions: Callers (§9.1) and Console (§9.5).
     for name in ["Health", "Tenants", "Devices", "Callers", "Console"] {
         assert!(catalog.contains(name), "{name} is missing");
     }

@@ -102,6 +102,7 @@ async fn seed_tenant(env: &Env, tenant: &str, channels: &str) {
         enabled: true,
         defender_api_base: None,
         notify_channels: ChannelSet::parse(channels).expect("channels"),
+        approval: Default::default(),
         created_at: now,
         updated_at: now,
     };
@@ -137,6 +138,7 @@ fn every_kind(tenant: &str) -> Vec<Note> {
                 status: "Rejected".into(),
                 message: Some("<b>OsPlatformNotSupported</b> & co".into()),
                 action_id: None,
+                console_url: None,
             },
         ),
         note(

@@ -556,6 +556,12 @@ async fn bad_stale_and_replayed_signatures_are_401_and_write_nothing() {
         signed["actor"], "caller:default",
         "WEBHOOK_HMAC_SECRET signs as the built-in caller"
     );
+    assert!(
+        env.host
+            .handler_log_text()
+            .contains("the built-in caller 'default' signs with it and reaches EVERY tenant"),
+        "start-up warns that the default caller reaches every tenant"
+    );
 
     // Replays without an idempotency key: of a real request, of a dry run, of a refusal.
     // Each first call gets its answer, each replay 401 and no new row.

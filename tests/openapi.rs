@@ -16,7 +16,12 @@ fn spec() -> Value {
 fn expand(route: &str) -> Vec<String> {
     let mut out = vec![String::new()];
     for segment in route.split('/') {
-        if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix("?}")) {
+        if let Some(name) = segment.strip_prefix("{*").and_then(|s| s.strip_suffix('}')) {
+            // A catch-all (`console/{*path}`): one documented path with a `{path}` parameter.
+            for p in &mut out {
+                p.push_str(&format!("/{{{name}}}"));
+            }
+        } else if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix("?}")) {
             let with: Vec<String> = out.iter().map(|p| format!("{p}/{{{name}}}")).collect();
             out.extend(with);
         } else {

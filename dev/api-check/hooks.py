@@ -1,10 +1,10 @@
 """schemathesis hooks for scripts/check-api: sign `POST /offboard` as a calling system does.
 
-run-local's handler has WEBHOOK_HMAC_SECRET, so an unsigned offboard request is 401 and the
-tester would never reach the API behind it. This hook signs each request's body exactly as it
-goes on the wire (`X-Signature: sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`,
-`X-Signature-Timestamp`), with the key run-local wrote to its ready file
-(RUN_LOCAL_WEBHOOK_KEY). Cases that carry no JSON object body stay unsigned (and are 401 or
+Unsigned offboard requests are 401 (design §9.1), so the tester would never reach the API
+behind the signature check. This hook signs each request's body exactly as it goes on the
+wire (`X-Signature: sha256=<hex HMAC-SHA256(key, "<timestamp>.<body>")>`,
+`X-Signature-Timestamp`) as the caller run-local registered (`X-Caller-Id`), with the caller
+id and key run-local wrote to its ready file (RUN_LOCAL_CALLER_ID, RUN_LOCAL_WEBHOOK_KEY). Cases that carry no JSON object body stay unsigned (and are 401 or
 400, both documented).
 """
 
@@ -17,6 +17,7 @@ import time
 import schemathesis
 
 KEY = os.environ.get("RUN_LOCAL_WEBHOOK_KEY", "").encode()
+CALLER = os.environ.get("RUN_LOCAL_CALLER_ID", "")
 
 
 @schemathesis.hook
@@ -32,4 +33,6 @@ def before_call(context, case, kwargs):
     headers = dict(case.headers or {})
     headers["X-Signature"] = f"sha256={digest}"
     headers["X-Signature-Timestamp"] = ts
+    if CALLER:
+        headers["X-Caller-Id"] = CALLER
     case.headers = headers

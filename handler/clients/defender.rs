@@ -689,6 +689,36 @@ impl DefenderClient {
         self.decode(answer)
     }
 
+    /// Adds or removes one machine tag (`POST /api/machines/{id}/tags`
+    /// `{"Value": tag, "Action": "Add"|"Remove"}`, "Add or Remove Tag for a machine"), within
+    /// the rate budget; 200 → the updated machine. Needs `Machine.ReadWrite.All`. Safe to
+    /// repeat: adding a tag twice or removing a missing one changes nothing.
+    ///
+    /// # Errors
+    /// [`DefenderError::NotFound`], [`DefenderError::Forbidden`] (the permission is named),
+    /// [`DefenderError::BadRequest`], ...
+    pub async fn tag_machine(
+        &self,
+        id: &MachineId,
+        tag: &str,
+        add: bool,
+    ) -> Result<Machine, DefenderError> {
+        let url = self.url(&format!("api/machines/{}/tags", id.as_str()));
+        let body = serde_json::json!({
+            "Value": tag,
+            "Action": if add { "Add" } else { "Remove" },
+        });
+        let answer = self.send(Method::POST, url, Some(body), None).await?;
+        let machine: Machine = self.decode(answer)?;
+        tracing::info!(
+            tenant.id = %self.tenant.tenant_id(),
+            device.id = %id,
+            add,
+            "machine tag changed"
+        );
+        Ok(machine)
+    }
+
     /// Offboards a machine (`POST /api/machines/{id}/offboard` `{"Comment": comment}`);
     /// 200 or 201 → the new (Pending) action with the status Defender answered (the docs
     /// have said both). Sent once unless certainly not received (429, connection refused).

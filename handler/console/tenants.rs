@@ -158,6 +158,8 @@ impl FormView {
             enabled: Some(self.enabled),
             defender_api_base: opt(&self.defender_api_base),
             notify_channels: Some(channels),
+            // The form has no approval fields: the stored policy stays.
+            approval: None,
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Validated types and pure logic (sync rules, duplicates, request states); no I/O here.
+//! Validated types and pure logic (sync rules, duplicates, request states, approvals); no I/O here.
 
 pub mod actor;
 pub mod api_base;
+pub mod approval;
 pub mod caller;
 pub mod channel;
 pub mod device;

@@ -39,7 +39,7 @@ pub struct DeviceRef {
     rename_all_fields = "camelCase"
 )]
 pub enum Event {
-    /// An offboard request reached a final state.
+    /// An offboard request reached a final state, or waits for an approver.
     OffboardResult {
         request_id: String,
         machine_id: String,
@@ -47,6 +47,10 @@ pub enum Event {
         status: String,
         message: Option<String>,
         action_id: Option<String>,
+        /// The request's page in the console (approvals' notes, when the console's base URL
+        /// is configured).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        console_url: Option<String>,
     },
     /// A new incident at or above the configured severity.
     IncidentNew {

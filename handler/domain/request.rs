@@ -1,6 +1,9 @@
 //! Offboard requests: where they come from, the states they move through, and which moves
 //! are allowed. `Accepted → Submitted → InProgress → Succeeded | Failed | TimeOut |
-//! Cancelled`, or `Rejected` (Defender's 400, message kept verbatim), or `DryRun`.
+//! Cancelled`, or `Rejected` (Defender's 400, message kept verbatim), or `DryRun`. With
+//! approvals (design §9.4) a request may start in `AwaitingApproval` and move to `Accepted`,
+//! `Denied` or `Expired`; an operator cancels one not yet submitted (`Accepted` without a
+//! worker's mark, or `AwaitingApproval`) to `Cancelled`.
 
 use std::fmt;
 
@@ -13,6 +16,8 @@ pub enum Source {
     Flag,
     /// An unsigned call of `POST /api/offboard` with the function key.
     Api,
+    /// A person in the operator console.
+    Console,
 }
 
 impl Source {
@@ -21,6 +26,7 @@ impl Source {
             Self::Webhook => "webhook",
             Self::Flag => "flag",
             Self::Api => "api",
+            Self::Console => "console",
         }
     }
 
@@ -31,6 +37,7 @@ impl Source {
             "webhook" => Ok(Self::Webhook),
             "flag" => Ok(Self::Flag),
             "api" => Ok(Self::Api),
+            "console" => Ok(Self::Console),
             other => Err(format!("unknown source '{other}'")),
         }
     }
@@ -39,6 +46,8 @@ impl Source {
 /// Where a request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestStatus {
+    /// Waits for an approver (no job, no Defender call).
+    AwaitingApproval,
     Accepted,
     Submitted,
     InProgress,
@@ -48,10 +57,15 @@ pub enum RequestStatus {
     Cancelled,
     Rejected,
     DryRun,
+    /// An approver said no. Final.
+    Denied,
+    /// Nobody answered within `APPROVAL_TTL_HOURS`. Final.
+    Expired,
 }
 
 impl RequestStatus {
-    pub const ALL: [RequestStatus; 9] = [
+    pub const ALL: [RequestStatus; 12] = [
+        Self::AwaitingApproval,
         Self::Accepted,
         Self::Submitted,
         Self::InProgress,
@@ -61,10 +75,13 @@ impl RequestStatus {
         Self::Cancelled,
         Self::Rejected,
         Self::DryRun,
+        Self::Denied,
+        Self::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::AwaitingApproval => "AwaitingApproval",
             Self::Accepted => "Accepted",
             Self::Submitted => "Submitted",
             Self::InProgress => "InProgress",
@@ -74,6 +91,8 @@ impl RequestStatus {
             Self::Cancelled => "Cancelled",
             Self::Rejected => "Rejected",
             Self::DryRun => "DryRun",
+            Self::Denied => "Denied",
+            Self::Expired => "Expired",
         }
     }
 
@@ -97,6 +116,8 @@ impl RequestStatus {
                 | Self::Cancelled
                 | Self::Rejected
                 | Self::DryRun
+                | Self::Denied
+                | Self::Expired
         )
     }
 
@@ -111,12 +132,21 @@ impl RequestStatus {
     pub fn can_move_to(self, next: RequestStatus) -> bool {
         use RequestStatus::*;
         match (self, next) {
+            // An approver decides, the expiry timer expires, an operator cancels.
+            (AwaitingApproval, Accepted | Denied | Expired | Cancelled) => true,
             (Accepted, Submitted | InProgress | Rejected | Failed) => true,
             // A machine action can finish between two polls, or be found already finished.
             (Accepted | Submitted | InProgress, Succeeded | Failed | TimeOut | Cancelled) => true,
             (Submitted, InProgress) => true,
             _ => false,
         }
+    }
+
+    /// Whether an operator may still cancel a request in this state: nothing was sent to
+    /// Defender yet (the worker's mark is checked beside this, on the row).
+    #[must_use]
+    pub fn is_cancellable(self) -> bool {
+        matches!(self, Self::AwaitingApproval | Self::Accepted)
     }
 
     /// The state of a Defender machine action status (`Pending`, `InProgress`, ...).
@@ -237,6 +267,30 @@ mod tests {
         }
         assert!(!InProgress.can_move_to(Submitted), "no going back");
         assert!(!Submitted.can_move_to(Rejected));
+    }
+
+    #[test]
+    fn a_waiting_request_is_approved_denied_expired_or_cancelled_and_nothing_else() {
+        use RequestStatus::*;
+        let allowed = [Accepted, Denied, Expired, Cancelled];
+        for to in RequestStatus::ALL {
+            assert_eq!(
+                AwaitingApproval.can_move_to(to),
+                allowed.contains(&to),
+                "AwaitingApproval → {to}"
+            );
+        }
+        for from in RequestStatus::ALL {
+            for to in [Denied, Expired, AwaitingApproval] {
+                if from != AwaitingApproval {
+                    assert!(!from.can_move_to(to), "{from} → {to}");
+                }
+            }
+        }
+        assert!(Denied.is_final() && Expired.is_final());
+        assert!(!AwaitingApproval.is_final() && !AwaitingApproval.is_tracked());
+        assert!(AwaitingApproval.is_cancellable() && Accepted.is_cancellable());
+        assert!(!Submitted.is_cancellable() && !InProgress.is_cancellable());
     }
 
     #[test]

@@ -4,6 +4,11 @@
 //! stays `Submitted` until Defender itself ends the action (Succeeded, Failed, TimeOut,
 //! Cancelled). Each tenant is checked within its rate budget, oldest requests first, and a
 //! run stops early rather than use up the budget the offboard workers need.
+//!
+//! It also walks the requests waiting for an approver (design §9.4): those past
+//! `APPROVAL_TTL_HOURS` become `Expired`, the others are announced once. This timer does it
+//! because it already walks each tenant's open requests every few minutes and is the one
+//! with the `notes` output those notes need (no Defender call, no budget used).
 
 use crate::app::AppState;
 use std::collections::HashMap;
@@ -41,7 +46,23 @@ pub async fn handle(state: &AppState) -> Result<InvocationResponse, InvocationFa
         .map_err(|e| fail(e.into()))?;
     let mut notes: Vec<Note> = Vec::new();
     let mut checked = 0usize;
+    let ttl = time::Duration::hours(i64::from(state.config().approval_ttl_hours));
+    let console_base = state.config().console.base_url.clone();
     for tenant in &enabled {
+        match offboard::approvals::sweep_waiting(
+            &t,
+            tenant.id(),
+            ttl,
+            console_base.as_ref(),
+            state.now(),
+        )
+        .await
+        {
+            Ok(n) => notes.extend(n),
+            Err(e) => {
+                tracing::warn!(tenant.id = %tenant.id(), error = %e, "expiring and announcing waiting requests failed; next run retries")
+            }
+        }
         match track_tenant(state, &t, tenant, &mut notes).await {
             Ok(n) => checked += n,
             Err(e) => {
@@ -50,7 +71,7 @@ pub async fn handle(state: &AppState) -> Result<InvocationResponse, InvocationFa
         }
     }
     let line = format!(
-        "checked {checked} machine action(s), {} reached a final state",
+        "checked {checked} machine action(s), {} note(s) (final states, approvals)",
         notes.len()
     );
     Ok(InvocationResponse::new()

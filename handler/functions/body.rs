@@ -136,6 +136,11 @@ impl JsonBody {
         self.fields.get(name).is_some_and(Value::is_array)
     }
 
+    /// A field as given (absent or null → `None`), for a nested object.
+    pub fn opt_value(&self, name: &str) -> Option<&Value> {
+        self.fields.get(name).filter(|v| !v.is_null())
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.fields.get(name).is_some_and(|v| !v.is_null())
     }

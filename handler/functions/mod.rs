@@ -309,8 +309,11 @@ pub(crate) fn route_tenant(req: &HttpRequestData) -> Result<crate::domain::Tenan
 }
 
 /// Who the host let in: the admin (master) key or a function key (design §9.2).
+/// Recorded on the invocation's span.
 pub(crate) fn key_actor(req: &HttpRequestData) -> crate::domain::Actor {
-    crate::domain::Actor::from_key_level(req.auth_level.as_deref())
+    let actor = crate::domain::Actor::from_key_level(req.auth_level.as_deref());
+    tracing::Span::current().record("actor", actor.label());
+    actor
 }
 
 /// Turns an HTTP use case's result into the invocation answer, errors included.

@@ -110,11 +110,14 @@ async fn flags_of(
                     .ok(),
                     dry_run: false,
                 };
-                match offboard::accept(t, &new, &device, now).await? {
+                match offboard::accept(t, &new, &device, tenant.approval, now).await? {
                     Accepted::New(r) => Ok(Some(r)),
-                    Accepted::Repeat { existing, .. } => {
-                        Ok(existing.filter(|r| r.status == RequestStatus::Accepted))
-                    }
+                    Accepted::Repeat { existing, .. } => Ok(existing.filter(|r| {
+                        matches!(
+                            r.status,
+                            RequestStatus::Accepted | RequestStatus::AwaitingApproval
+                        )
+                    })),
                     // The key names the device and the flag's time: another request can't hold it.
                     Accepted::KeyReused { request_id } => {
                         Err(format!("Flag key already used by request {request_id}"))
@@ -124,23 +127,33 @@ async fn flags_of(
         };
         // Reset the flag, and say what happened in Result, ETag-guarded: an admin who
         // flips the flag again meanwhile wins, and the next run sees it.
-        let (result, job) = match outcome {
+        // A request held for approval gets no job: approving it queues one.
+        let (result, request, job) = match outcome {
+            Ok(Some(r)) if r.status == RequestStatus::AwaitingApproval => {
+                (r.status.as_str().to_owned(), Some(r.request_id), None)
+            }
             Ok(Some(r)) => {
                 let job = OffboardJob {
                     tenant_id: r.tenant_id.clone(),
                     request_id: r.request_id.clone(),
                 };
-                ("Queued".to_owned(), Some((job.to_message(), r.request_id)))
+                (
+                    "Queued".to_owned(),
+                    Some(r.request_id),
+                    Some(job.to_message()),
+                )
             }
-            Ok(None) => ("Queued".to_owned(), None),
-            Err(reason) => (reason, None),
+            Ok(None) => ("Queued".to_owned(), None, None),
+            Err(reason) => (reason, None, None),
         };
         let mut reset = Entity::new(tenant.id().as_str(), device.machine_id())
             .with(col::OFFBOARD, false)
             .with(col::RESULT, result.as_str())
             .with(col::RESULT_AT, now);
-        if let Some((message, id)) = &job {
+        if let Some(id) = &request {
             reset.set(col::LAST_REQUEST, id.as_str());
+        }
+        if let Some(message) = &job {
             jobs.push(message.clone());
         }
         // Accepting wrote Result/LastRequestId, so read the row's current ETag; a flag an
@@ -152,7 +165,7 @@ async fn flags_of(
         else {
             continue;
         };
-        if fresh.get_bool(col::OFFBOARD) != Some(true) && job.is_none() {
+        if fresh.get_bool(col::OFFBOARD) != Some(true) && request.is_none() {
             continue;
         }
         let etag = fresh.etag.clone();

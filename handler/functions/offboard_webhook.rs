@@ -73,13 +73,18 @@ fn answer(outcome: Outcome) -> InvocationResponse {
                 "machineId": r.machine_id.as_str(),
                 "message": r.message,
             });
+            // A dry run is answered at once (200); a real request, queued or waiting for an
+            // approver, is accepted for later (202).
+            if r.dry_run {
+                return InvocationResponse::http(&HttpResponse::json(200, &body));
+            }
+            let accepted = InvocationResponse::http(&HttpResponse::json(202, &body).with_header(
+                "Location",
+                offboard::status_url(&r.tenant_id, &r.request_id),
+            ));
             match job {
-                None => InvocationResponse::http(&HttpResponse::json(200, &body)),
-                Some(job) => InvocationResponse::http(&HttpResponse::json(202, &body).with_header(
-                    "Location",
-                    offboard::status_url(&r.tenant_id, &r.request_id),
-                ))
-                .with_queue("jobs", vec![job.to_message()]),
+                None => accepted,
+                Some(job) => accepted.with_queue("jobs", vec![job.to_message()]),
             }
         }
         Outcome::Repeat {

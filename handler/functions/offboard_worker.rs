@@ -200,6 +200,7 @@ fn verdict(answer: Result<SubmittedOffboard, DefenderError>) -> Verdict {
                     "Defender accepted the offboard; machine action {}",
                     action.id
                 ),
+                ..Change::default()
             },
         ),
         Err(DefenderError::ActiveRequestAlreadyExists { message }) => {

@@ -14,6 +14,7 @@ use crate::clients::keyvault::KeyVaultError;
 use crate::clients::tables::TableError;
 use crate::config::SecretName;
 use crate::domain::api_base::check_defender_api_base;
+use crate::domain::approval::ApprovalPolicy;
 use crate::domain::{ChannelSet, TenantId};
 use crate::error::ApiError;
 use crate::host::{HttpRequestData, HttpResponse, InvocationResponse};
@@ -29,6 +30,7 @@ const FIELDS: &[&str] = &[
     "enabled",
     "defenderApiBase",
     "notifyChannels",
+    "approval",
 ];
 
 /// GET / PUT / DELETE /api/tenants/{tenantId?}.
@@ -96,6 +98,7 @@ pub(crate) struct Registration {
     enabled: bool,
     defender_api_base: Option<Url>,
     notify_channels: ChannelSet,
+    approval: Option<ApprovalPolicy>,
 }
 
 /// A registration as sent, before validation: from a JSON body (the API) or a form (the
@@ -109,6 +112,9 @@ pub(crate) struct TenantFields {
     pub enabled: Option<bool>,
     pub defender_api_base: Option<String>,
     pub notify_channels: Option<Vec<String>>,
+    /// `None`: keep the stored policy (the console's form has no approval fields); the API's
+    /// PUT always gives one (absent = `never`, a PUT replaces the registration).
+    pub approval: Option<ApprovalPolicy>,
 }
 
 fn parse_registration(
@@ -145,6 +151,10 @@ fn parse_registration(
         enabled: body.opt_bool("enabled")?,
         defender_api_base: body.opt_str("defenderApiBase")?,
         notify_channels: body.opt_list("notifyChannels")?,
+        approval: Some(match body.opt_value("approval") {
+            Some(v) => parse_approval(v)?,
+            None => ApprovalPolicy::Never,
+        }),
     };
     validate(id, fields, configured_api_base)
 }
@@ -212,12 +222,59 @@ pub(crate) fn validate(
         None => ChannelSet::default(),
     };
     Ok(Registration {
+        approval: fields.approval,
         auth,
         display_name,
         enabled: fields.enabled.unwrap_or(true),
         defender_api_base,
         notify_channels,
     })
+}
+
+/// `{"mode": "never"|"always"|"above", "threshold": N}` (design §9.4).
+fn parse_approval(v: &Value) -> Result<ApprovalPolicy, ApiError> {
+    let bad = |m: String| ApiError::bad_request("InvalidApproval", m);
+    let Value::Object(o) = v else {
+        return Err(bad(
+            "approval must be an object: {\"mode\": \"never\"|\"always\"|\"above\", \"threshold\": N}".into(),
+        ));
+    };
+    if let Some(k) = o
+        .keys()
+        .find(|k| !["mode", "threshold"].contains(&k.as_str()))
+    {
+        return Err(bad(format!(
+            "unknown field 'approval.{}'; expected mode, threshold",
+            truncate(k)
+        )));
+    }
+    let mode = match o.get("mode") {
+        Some(Value::String(m)) => m.as_str(),
+        None | Some(Value::Null) => return Err(bad("approval.mode is required".into())),
+        Some(_) => return Err(bad("approval.mode must be a string".into())),
+    };
+    let threshold = match o.get("threshold") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_i64()
+                .ok_or_else(|| bad("approval.threshold must be a whole number".into()))?,
+        ),
+        Some(_) => return Err(bad("approval.threshold must be a number".into())),
+    };
+    // Checked whatever the mode, so a bad threshold is never stored silently.
+    if let Some(n) = threshold
+        && !(0..=i64::from(crate::domain::approval::MAX_THRESHOLD)).contains(&n)
+    {
+        return Err(bad(format!(
+            "approval.threshold must be a whole number from 0 to {}",
+            crate::domain::approval::MAX_THRESHOLD
+        )));
+    }
+    ApprovalPolicy::parse(mode, threshold).map_err(|e| bad(truncate_message(&e)))
+}
+
+fn truncate_message(m: &str) -> String {
+    m.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
 async fn put(
@@ -267,6 +324,10 @@ pub(crate) async fn save(
         enabled: reg.enabled,
         defender_api_base: reg.defender_api_base,
         notify_channels: reg.notify_channels,
+        approval: reg
+            .approval
+            .or_else(|| existing.as_ref().map(|v| v.tenant.approval))
+            .unwrap_or(ApprovalPolicy::Never),
         created_at: now,
         updated_at: now,
     };
@@ -402,9 +463,18 @@ fn to_json(t: &Tenant) -> Value {
         "enabled": t.enabled,
         "defenderApiBase": t.defender_api_base.as_ref().map(Url::as_str),
         "notifyChannels": t.notify_channels.channels().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        "approval": approval_json(t.approval),
         "createdAt": rfc3339(t.created_at),
         "updatedAt": rfc3339(t.updated_at),
     })
+}
+
+/// The tenant's approval as in the API (`threshold` only with `above`).
+pub(crate) fn approval_json(p: ApprovalPolicy) -> Value {
+    match p {
+        ApprovalPolicy::Above { threshold } => json!({"mode": "above", "threshold": threshold}),
+        other => json!({"mode": other.mode()}),
+    }
 }
 
 pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -424,14 +494,15 @@ async fn audit_change(
         .await
         .map_err(storage)?;
     let detail = format!(
-        "tenant {what} by {actor}: {} ({}, {})",
+        "tenant {what} by {actor}: {} ({}, {}, approval {})",
         tenant.display_name,
         tenant.auth.mode().as_str(),
         if tenant.enabled {
             "enabled"
         } else {
             "disabled"
-        }
+        },
+        tenant.approval
     );
     let entry = AuditEntry::new("Tenant", tenant.id().as_str(), detail, tenant.updated_at)
         .by(actor)

@@ -102,7 +102,7 @@ fn status_tone(status: &str) -> Tone {
     match status.to_ascii_lowercase().as_str() {
         "succeeded" => Tone::Good,
         "failed" | "timeout" | "rejected" => Tone::Attention,
-        "cancelled" => Tone::Warning,
+        "cancelled" | "awaitingapproval" | "denied" | "expired" => Tone::Warning,
         _ => Tone::Accent,
     }
 }
@@ -160,6 +160,7 @@ pub fn render(note: &Note, tenant_name: Option<&str>) -> Message {
             status,
             message,
             action_id,
+            console_url,
         } => {
             let device = device_name.as_deref().unwrap_or(machine_id);
             fact(&mut facts, "Device", device);
@@ -176,16 +177,44 @@ pub fn render(note: &Note, tenant_name: Option<&str>) -> Message {
                 "Defender message",
                 message.as_deref().unwrap_or_default(),
             );
+            let (title, summary) = match status.as_str() {
+                "AwaitingApproval" => (
+                    format!("Offboarding awaits approval: {device}"),
+                    format!(
+                        "The offboard request {request_id} for {device} waits for a second person: an approver other than its requester approves or denies it in the console."
+                    ),
+                ),
+                "Denied" => (
+                    format!("Offboarding denied: {device}"),
+                    format!(
+                        "An approver denied the offboard request {request_id} for {device}; nothing was sent to Defender."
+                    ),
+                ),
+                "Expired" => (
+                    format!("Offboarding approval expired: {device}"),
+                    format!(
+                        "Nobody approved the offboard request {request_id} for {device} in time; it expired and nothing was sent to Defender."
+                    ),
+                ),
+                _ => (
+                    format!("Offboarding {status}: {device}"),
+                    format!(
+                        "The offboard request {request_id} for {device} ended with status {status}."
+                    ),
+                ),
+            };
+            let console_link = safe_url(console_url.as_deref()).map(|url| Link {
+                title: "Open the request in the console".into(),
+                url,
+            });
             Message {
-                title: clip(&format!("Offboarding {status}: {device}")),
+                title: clip(&title),
                 tone: status_tone(status),
-                summary: clip(&format!(
-                    "The offboard request {request_id} for {device} ended with status {status}."
-                )),
+                summary: clip(&summary),
                 facts,
                 devices: Vec::new(),
                 more_devices: 0,
-                link: device_link(machine_id),
+                link: console_link.or_else(|| device_link(machine_id)),
             }
         }
         Event::IncidentNew {
@@ -344,6 +373,7 @@ pub(crate) mod tests {
                 status: "Rejected".into(),
                 message: Some("<script>alert('x')</script> & more".into()),
                 action_id: None,
+                console_url: None,
             }),
             note(Event::IncidentNew {
                 incident_id: "48213".into(),
@@ -377,6 +407,55 @@ pub(crate) mod tests {
                 message: "403 missing Machine.Read.All".into(),
             }),
         ]
+    }
+
+    #[test]
+    fn approval_notes_say_what_waits_and_link_the_console() {
+        for (status, words) in [
+            ("AwaitingApproval", "awaits approval"),
+            ("Denied", "denied"),
+            ("Expired", "expired"),
+        ] {
+            let m = render(
+                &note(Event::OffboardResult {
+                    request_id: "r-9".into(),
+                    machine_id: "ab".repeat(20),
+                    device_name: Some("pc-09".into()),
+                    status: status.into(),
+                    message: None,
+                    action_id: None,
+                    console_url: Some(format!(
+                        "https://ops.example.com/api/console/requests/{TENANT}/r-9"
+                    )),
+                }),
+                None,
+            );
+            assert!(m.title.contains(words), "{status}: {}", m.title);
+            assert_eq!(m.tone, Tone::Warning);
+            assert_eq!(
+                m.link.unwrap().url,
+                format!("https://ops.example.com/api/console/requests/{TENANT}/r-9")
+            );
+        }
+        // An http link never reaches a card: the device's portal link stands in.
+        let m = render(
+            &note(Event::OffboardResult {
+                request_id: "r-9".into(),
+                machine_id: "ab".repeat(20),
+                device_name: None,
+                status: "Denied".into(),
+                message: None,
+                action_id: None,
+                console_url: Some("http://ops.example.com/x".into()),
+            }),
+            None,
+        );
+        assert!(
+            m.link
+                .unwrap()
+                .url
+                .starts_with("https://security.microsoft.com/")
+        );
     }
 
     #[test]

@@ -4,7 +4,14 @@
 //!
 //! - [`webhook`]: `POST /api/offboard`'s decisions: who the caller is, what it may reach,
 //!   and what its request becomes (the function file only adapts HTTP).
+//! - [`approvals`]: approve, deny, cancel; expire and announce what waits (design §9.4).
+//! - [`console`]: what the console asks for: offboard a set of devices for a person, list
+//!   requests across tenants, what awaits approval.
+//! - [`tags`]: put a device on the exclusion list (its Defender machine tag) and take it off.
 
+pub mod approvals;
+pub mod console;
+pub mod tags;
 pub mod webhook;
 
 use serde_json::{Value, json};
@@ -12,6 +19,7 @@ use time::OffsetDateTime;
 
 use crate::clients::tables::TableService;
 use crate::clients::tables::{Entity, TableClient, TableError, filter};
+use crate::domain::approval::{ApprovalPolicy, Gate};
 use crate::domain::device::offboard_supported;
 use crate::domain::notification::{Event, Note};
 use crate::domain::request::{IdempotencyKey, KeyBinding, RequestStatus, Source};
@@ -19,7 +27,7 @@ use crate::domain::{Actor, MachineId, RequestId, TenantId};
 use crate::store::audit::{self, AuditEntry};
 use crate::store::devices::{self, DeviceRow, col};
 use crate::store::requests::{self, OffboardRequest, Versioned};
-use crate::store::{self, names};
+use crate::store::{self, cursors, names};
 
 /// The tables offboarding works on, opened once per invocation.
 #[derive(Clone)]
@@ -28,6 +36,8 @@ pub struct Tables {
     pub keys: TableClient,
     pub devices: TableClient,
     pub audit: TableClient,
+    /// The approval window lives in `Cursors` (row `approval-window` per tenant).
+    pub cursors: TableClient,
 }
 
 impl Tables {
@@ -39,6 +49,7 @@ impl Tables {
             keys: store::open(tables, names::IDEMPOTENCY_KEYS).await?,
             devices: store::open(tables, names::DEVICES).await?,
             audit: store::open(tables, names::AUDIT).await?,
+            cursors: store::open(tables, names::CURSORS).await?,
         })
     }
 }
@@ -287,7 +298,9 @@ pub enum Accepted {
     KeyReused { request_id: RequestId },
 }
 
-/// Records a new request for `device`, atomically bound to its idempotency key.
+/// Records a new request for `device`, atomically bound to its idempotency key. Under the
+/// tenant's `approval` it starts `Accepted` or `AwaitingApproval` (counted in the tenant's
+/// approval window); a dry run is never held or counted.
 ///
 /// # Errors
 /// Storage failures.
@@ -295,6 +308,7 @@ pub async fn accept(
     t: &Tables,
     new: &NewRequest,
     device: &DeviceRow,
+    approval: ApprovalPolicy,
     now: OffsetDateTime,
 ) -> Result<Accepted, TableError> {
     let machine_id =
@@ -326,10 +340,15 @@ pub async fn accept(
             }
         }
     }
+    // Counted before the insert: a request that then turns out to be a concurrent repeat
+    // is counted twice, which errs on the side of asking an approver.
     let status = if new.dry_run {
         RequestStatus::DryRun
     } else {
-        RequestStatus::Accepted
+        match cursors::admit_request(&t.cursors, &new.tenant_id, approval, now).await? {
+            Gate::Proceed => RequestStatus::Accepted,
+            Gate::AwaitApproval => RequestStatus::AwaitingApproval,
+        }
     };
     let message = new.dry_run.then(|| {
         format!(
@@ -357,6 +376,7 @@ pub async fn accept(
         message,
         attempts: 0,
         submitting_at: None,
+        announced_at: None,
         created_at: now,
         updated_at: now,
     };
@@ -381,9 +401,9 @@ pub async fn accept(
         (Some(by), s) => format!("{} request by {by}: {}", s.as_str(), new.comment),
         (None, s) => format!("{} request: {}", s.as_str(), new.comment),
     };
-    audit_transition(t, &request, &detail, now).await?;
+    audit_transition(t, &request, &detail, None, now).await?;
     if !new.dry_run {
-        set_device_result(t, &request, "Accepted", now).await?;
+        set_device_result(t, &request, request.status.as_str(), now).await?;
     }
     Ok(Accepted::New(request))
 }
@@ -428,7 +448,8 @@ pub async fn set_device_result(
     }
 }
 
-/// Appends the request's current state to the audit trail. The row key is deterministic per
+/// Appends the request's current state to the audit trail, by `by` (an approver, an
+/// operator who cancels) or else the request's own actor. The row key is deterministic per
 /// (request, status), so a redelivered message rewrites the same row.
 ///
 /// # Errors
@@ -437,10 +458,11 @@ pub async fn audit_transition(
     t: &Tables,
     r: &OffboardRequest,
     detail: &str,
+    by: Option<&Actor>,
     now: OffsetDateTime,
 ) -> Result<(), TableError> {
     let entry = AuditEntry::new("Offboard", r.request_id.as_str(), detail, now)
-        .by(&r.actor)
+        .by(by.unwrap_or(&r.actor))
         .with("Status", r.status.as_str())
         .with("MachineId", r.machine_id.as_str());
     audit::append(
@@ -470,6 +492,10 @@ pub struct Change {
     pub http_status: Option<u16>,
     pub message: Option<String>,
     pub detail: String,
+    /// Who made this move when it is not the request's actor (approver, operator, timer).
+    pub by: Option<Actor>,
+    /// The console's link for the note of this move (design §9.4).
+    pub console_url: Option<String>,
 }
 
 /// Moves a request to `next` (ETag-checked), then updates the device's `Result` and the
@@ -503,16 +529,19 @@ pub async fn transition(
     }
     r.updated_at = now;
     requests::update(&t.requests, &r, current.etag.clone()).await?;
-    audit_transition(t, &r, &change.detail, now).await?;
+    audit_transition(t, &r, &change.detail, change.by.as_ref(), now).await?;
     set_device_result(t, &r, &result_text(&r), now).await?;
     tracing::info!(request.id = %r.request_id, device.id = %r.machine_id, status = %r.status, "offboard request moved");
-    let note = next.is_final().then(|| result_note(&r, now));
+    let note = next
+        .is_final()
+        .then(|| result_note(&r, change.console_url.clone(), now));
     Ok(Some((r, note)))
 }
 
-/// The notification for a request that reached a final state.
+/// The notification for a request that reached a final state, or that awaits approval;
+/// `console_url` links the console's page of the request.
 #[must_use]
-pub fn result_note(r: &OffboardRequest, now: OffsetDateTime) -> Note {
+pub fn result_note(r: &OffboardRequest, console_url: Option<String>, now: OffsetDateTime) -> Note {
     Note {
         id: format!("offboard-{}-{}", r.request_id, r.status),
         tenant_id: r.tenant_id.clone(),
@@ -524,8 +553,21 @@ pub fn result_note(r: &OffboardRequest, now: OffsetDateTime) -> Note {
             status: r.status.as_str().to_owned(),
             message: r.message.clone(),
             action_id: r.action_id.clone(),
+            console_url,
         },
     }
+}
+
+/// The console's page of a request (design §9.4's link), when `CONSOLE_BASE_URL` is set.
+#[must_use]
+pub fn console_url(base: Option<&url::Url>, r: &OffboardRequest) -> Option<String> {
+    let base = base?;
+    Some(format!(
+        "{}/api/console/requests/{}/{}",
+        base.as_str().trim_end_matches('/'),
+        r.tenant_id,
+        r.request_id
+    ))
 }
 
 /// The request's history from the audit trail, oldest first: a bounded query over the

@@ -26,6 +26,7 @@ use crate::app::AppState;
 use crate::clients::keyvault::KeyVaultError;
 use crate::clients::tables::{Entity, TableError};
 use crate::config::SecretName;
+use crate::domain::approval::ApprovalPolicy;
 use crate::domain::caller::{self, ClaimError, Claimed, TenantScope};
 use crate::domain::request::RequestStatus;
 use crate::domain::signature::SignatureError;
@@ -257,7 +258,7 @@ fn key_reused(key: Option<&str>, request: &RequestId) -> ApiError {
 /// from the signature, so a replay finds its own request: as the owner of its idempotency
 /// key, as the device's last request, or as a conflicting row when it is inserted. Each of
 /// those is answered 401.
-async fn decide(state: &AppState, new: &NewRequest) -> Result<Outcome, ApiError> {
+pub(crate) async fn decide(state: &AppState, new: &NewRequest) -> Result<Outcome, ApiError> {
     let t = Tables::open(state.tables()).await.map_err(storage)?;
     let replay_of = |id: &RequestId| new.request_id.as_ref() == Some(id);
     let key_text = new.idempotency_key.as_ref().map(|k| k.as_str());
@@ -274,7 +275,7 @@ async fn decide(state: &AppState, new: &NewRequest) -> Result<Outcome, ApiError>
         },
         super::resolve_device(&t, &new.tenant_id, &new.selector),
     );
-    tenant?;
+    let approval = tenant?;
 
     // A repeat with a known key answers before any device check: the device may have
     // changed since (it is being offboarded, after all).
@@ -319,7 +320,7 @@ async fn decide(state: &AppState, new: &NewRequest) -> Result<Outcome, ApiError>
         return Err(refusal_error(refusal));
     }
 
-    match super::accept(&t, new, &device, state.now())
+    match super::accept(&t, new, &device, approval, state.now())
         .await
         .map_err(storage)?
     {
@@ -331,12 +332,14 @@ async fn decide(state: &AppState, new: &NewRequest) -> Result<Outcome, ApiError>
         Accepted::KeyReused { request_id } => Err(key_reused(key_text, &request_id)),
         Accepted::New(r) => {
             tracing::Span::current().record("request.id", r.request_id.as_str());
-            let job = (!r.dry_run).then(|| OffboardJob {
+            let job = (r.status == RequestStatus::Accepted).then(|| OffboardJob {
                 tenant_id: r.tenant_id.clone(),
                 request_id: r.request_id.clone(),
             });
             if r.dry_run {
                 tracing::debug!(device.id = %r.machine_id, "dry run recorded");
+            } else if r.status == RequestStatus::AwaitingApproval {
+                tracing::info!(device.id = %r.machine_id, source = r.source.as_str(), actor = %r.actor, "offboard request awaits approval");
             } else {
                 tracing::info!(device.id = %r.machine_id, source = r.source.as_str(), actor = %r.actor, "offboard request accepted");
             }
@@ -345,12 +348,16 @@ async fn decide(state: &AppState, new: &NewRequest) -> Result<Outcome, ApiError>
     }
 }
 
-/// 404 for an unknown tenant, 422 for a disabled one. A tenant read as enabled within the
-/// last 30 s on this instance is not read again (see [`tenants::RecentlyEnabled`]).
-async fn check_tenant(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
+/// 404 for an unknown tenant, 422 for a disabled one; the tenant's approval mode. A tenant
+/// read as enabled within the last 30 s on this instance is not read again (see
+/// [`tenants::RecentlyEnabled`]).
+pub(crate) async fn check_tenant(
+    state: &AppState,
+    id: &TenantId,
+) -> Result<ApprovalPolicy, ApiError> {
     let recent = &state.services().recent_tenants;
-    if recent.contains(id) {
-        return Ok(());
+    if let Some(policy) = recent.get(id) {
+        return Ok(policy);
     }
     let table = store::open(state.tables(), names::TENANTS)
         .await
@@ -363,9 +370,9 @@ async fn check_tenant(state: &AppState, id: &TenantId) -> Result<(), ApiError> {
             format!("tenant {id} is disabled; enable it with PUT /api/tenants/{id}"),
             None,
         )),
-        Some(_) => {
-            recent.remember(id);
-            Ok(())
+        Some(t) => {
+            recent.remember(id, t.tenant.approval);
+            Ok(t.tenant.approval)
         }
     }
 }

@@ -155,3 +155,68 @@ pub async fn last_sync(
         detail: row.get_str("Detail").unwrap_or_default().to_owned(),
     }))
 }
+
+/// The cursor row `approval-window`: the creation times of the tenant's latest requests
+/// (design §9.4, mode `above`), unix seconds separated by spaces in `Value`.
+pub const APPROVAL_WINDOW: &str = "approval-window";
+
+/// How many times [`admit_request`] retries a write another request won.
+const WINDOW_ATTEMPTS: u32 = 20;
+
+/// Counts a new request of `tenant` in its window and decides, under `policy`, whether it
+/// waits for an approver. Read, decide, write back under the row's ETag (insert when the row
+/// is new), and start over when another request of the tenant wrote in between: concurrent
+/// requests are counted one after the other, so `above N` lets exactly N through a day.
+///
+/// `never` and `always` need no count and cost nothing.
+///
+/// # Errors
+/// Storage failures, or a window that stays contended for [`WINDOW_ATTEMPTS`] rounds.
+pub async fn admit_request(
+    table: &TableClient,
+    tenant: &TenantId,
+    policy: crate::domain::approval::ApprovalPolicy,
+    now: OffsetDateTime,
+) -> Result<crate::domain::approval::Gate, TableError> {
+    use crate::clients::tables::IfMatch;
+    use crate::domain::approval::{ApprovalPolicy, Gate, RecentRequests};
+    match policy {
+        ApprovalPolicy::Never => return Ok(Gate::Proceed),
+        ApprovalPolicy::Always => return Ok(Gate::AwaitApproval),
+        ApprovalPolicy::Above { .. } => {}
+    }
+    for _ in 0..WINDOW_ATTEMPTS {
+        let row = table.get(tenant.as_str(), APPROVAL_WINDOW).await?;
+        let mut window = row
+            .as_ref()
+            .and_then(|r| r.get_str(VALUE))
+            .map(RecentRequests::from_stored)
+            .unwrap_or_default();
+        let gate = window.admit(policy, now);
+        let entity = Entity::new(tenant.as_str(), APPROVAL_WINDOW)
+            .with(VALUE, window.to_stored())
+            .with(UPDATED_AT, now);
+        let written = match row.and_then(|r| r.etag) {
+            Some(etag) => table
+                .update_replace(&entity, IfMatch::Etag(etag))
+                .await
+                .map(drop),
+            None => table.insert(&entity).await.map(drop),
+        };
+        match written {
+            Ok(()) => return Ok(gate),
+            // Our own retried write landed: counted once, decided as above.
+            Err(TableError::Conflict {
+                after_retry: true, ..
+            }) => return Ok(gate),
+            Err(TableError::PreconditionFailed { .. } | TableError::Conflict { .. }) => {
+                tokio::task::yield_now().await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(TableError::Decode(format!(
+        "Cursors/{}/{APPROVAL_WINDOW}: still contended after {WINDOW_ATTEMPTS} attempts",
+        tenant.as_str()
+    )))
+}

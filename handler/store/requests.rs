@@ -29,6 +29,9 @@ pub struct OffboardRequest {
     /// When a worker first set out to POST the offboard. A later delivery that finds it set
     /// knows an earlier attempt may have reached Defender, and looks for its action first.
     pub submitting_at: Option<OffsetDateTime>,
+    /// When the `AwaitingApproval` note went out (`ActionTracker` announces each waiting
+    /// request once).
+    pub announced_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -58,6 +61,7 @@ impl OffboardRequest {
                 EdmValue::Int32(i32::try_from(self.attempts).unwrap_or(i32::MAX)),
             )
             .with_opt("SubmittingAt", self.submitting_at)
+            .with_opt("AnnouncedAt", self.announced_at)
             .with("CreatedAt", self.created_at)
             .with("UpdatedAt", self.updated_at)
     }
@@ -101,6 +105,7 @@ impl OffboardRequest {
                 .and_then(|a| u32::try_from(a).ok())
                 .unwrap_or(0),
             submitting_at: e.optional("SubmittingAt")?,
+            announced_at: e.optional("AnnouncedAt")?,
             created_at: e.require("CreatedAt")?,
             updated_at: e.require("UpdatedAt")?,
         })
@@ -112,7 +117,8 @@ fn legacy_actor(source: Source) -> Actor {
     match source {
         Source::Webhook => Actor::Caller(crate::domain::CallerId::default_caller()),
         Source::Flag => Actor::timer("OffboardFlagged"),
-        Source::Api => Actor::FunctionKey,
+        // Console requests were recorded with their actor from the start.
+        Source::Api | Source::Console => Actor::FunctionKey,
     }
 }
 
@@ -203,6 +209,50 @@ pub async fn with_status(
         match page.continuation {
             Some(c) => continuation = Some(c),
             None => return Ok(out),
+        }
+    }
+}
+
+/// A tenant's requests, in `status` when given, at most `limit` of them (the partition is
+/// read in row-key order, which is not time order: callers sort).
+///
+/// # Errors
+/// Storage failures. Undecodable rows are skipped with a warning.
+pub async fn of_tenant(
+    table: &TableClient,
+    tenant: &TenantId,
+    status: Option<RequestStatus>,
+    limit: usize,
+) -> Result<Vec<Versioned>, TableError> {
+    match status {
+        Some(s) => with_status(table, tenant, &[s], limit).await,
+        None => {
+            let f = filter::eq("PartitionKey", tenant.as_str());
+            let mut out = Vec::new();
+            let mut continuation = None;
+            loop {
+                let page = table
+                    .query(Some(&f), None, Some(1000), continuation)
+                    .await?;
+                for e in &page.entities {
+                    match OffboardRequest::from_entity(e) {
+                        Ok(request) => out.push(Versioned {
+                            request,
+                            etag: e.etag.clone(),
+                        }),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "skipping an unreadable OffboardRequests row")
+                        }
+                    }
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+                match page.continuation {
+                    Some(c) => continuation = Some(c),
+                    None => return Ok(out),
+                }
+            }
         }
     }
 }

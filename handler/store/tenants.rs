@@ -10,6 +10,7 @@ use url::Url;
 use crate::clients::credentials::{AuthMode, TenantAuth};
 use crate::clients::tables::{Entity, IfMatch, TableClient, TableError, filter};
 use crate::config::SecretName;
+use crate::domain::approval::ApprovalPolicy;
 use crate::domain::{ChannelSet, TenantId};
 
 /// The partition every tenant row lives in (DESIGN §4).
@@ -24,6 +25,9 @@ pub struct Tenant {
     /// A regional or government MDE host; `None` = the app's `DEFENDER_API_BASE`.
     pub defender_api_base: Option<Url>,
     pub notify_channels: ChannelSet,
+    /// Which new requests wait for an approver (design §9.4); a row without the columns is
+    /// `never`.
+    pub approval: ApprovalPolicy,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
 }
@@ -54,6 +58,13 @@ impl Tenant {
                     .unwrap_or_default(),
             )
             .with("NotifyChannels", self.notify_channels.to_stored())
+            .with("ApprovalMode", self.approval.mode())
+            .with(
+                "ApprovalThreshold",
+                crate::clients::tables::EdmValue::Int32(
+                    i32::try_from(self.approval.threshold()).unwrap_or(i32::MAX),
+                ),
+            )
             .with("CreatedAt", self.created_at)
             .with("UpdatedAt", self.updated_at)
     }
@@ -85,6 +96,16 @@ impl Tenant {
         let notify_channels =
             ChannelSet::parse(&e.optional::<String>("NotifyChannels")?.unwrap_or_default())
                 .map_err(|x| bad("NotifyChannels", x))?;
+        let approval = match e
+            .optional::<String>("ApprovalMode")?
+            .filter(|s| !s.is_empty())
+        {
+            Some(mode) => {
+                ApprovalPolicy::parse(&mode, e.get_i32("ApprovalThreshold").map(i64::from))
+                    .map_err(|x| bad("ApprovalMode", x))?
+            }
+            None => ApprovalPolicy::Never,
+        };
         let now = OffsetDateTime::UNIX_EPOCH;
         Ok(Self {
             auth,
@@ -92,6 +113,7 @@ impl Tenant {
             enabled: e.optional("Enabled")?.unwrap_or(false),
             defender_api_base,
             notify_channels,
+            approval,
             created_at: e.optional("CreatedAt")?.unwrap_or(now),
             updated_at: e.optional("UpdatedAt")?.unwrap_or(now),
         })
@@ -166,17 +188,18 @@ pub async fn update(
         .map(drop)
 }
 
-/// Tenants this instance recently read as enabled, so the webhook's hot path can skip the
-/// read for a caller that sends many requests for one tenant.
+/// Tenants this instance recently read as enabled, with their approval mode, so the
+/// webhook's hot path can skip the read for a caller that sends many requests for one tenant.
 ///
 /// Safe to be briefly out of date: a tenant disabled on another instance keeps being
 /// accepted here for at most the TTL, and the offboard worker reads the tenant again before
 /// it calls Defender (a request of a disabled tenant ends without a call). This instance
-/// forgets a tenant as soon as it changes it.
+/// forgets a tenant as soon as it changes it. An approval mode changed on another instance
+/// applies here within the TTL (30 s) too.
 #[derive(Debug)]
 pub struct RecentlyEnabled {
     ttl: Duration,
-    seen: Mutex<HashMap<TenantId, Instant>>,
+    seen: Mutex<HashMap<TenantId, (Instant, ApprovalPolicy)>>,
 }
 
 impl RecentlyEnabled {
@@ -191,23 +214,30 @@ impl RecentlyEnabled {
         }
     }
 
-    /// Whether `id` was read as enabled within the TTL.
-    pub fn contains(&self, id: &TenantId) -> bool {
+    /// The approval mode of `id` if it was read as enabled within the TTL.
+    pub fn get(&self, id: &TenantId) -> Option<ApprovalPolicy> {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        seen.get(id).is_some_and(|at| at.elapsed() < self.ttl)
+        seen.get(id)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, p)| *p)
     }
 
-    /// Records that `id` was just read as enabled.
-    pub fn remember(&self, id: &TenantId) {
+    /// Whether `id` was read as enabled within the TTL.
+    pub fn contains(&self, id: &TenantId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Records that `id` was just read as enabled, with its approval mode.
+    pub fn remember(&self, id: &TenantId, approval: ApprovalPolicy) {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.len() >= Self::MAX_ENTRIES {
             let ttl = self.ttl;
-            seen.retain(|_, at| at.elapsed() < ttl);
+            seen.retain(|_, (at, _)| at.elapsed() < ttl);
             if seen.len() >= Self::MAX_ENTRIES {
                 seen.clear();
             }
         }
-        seen.insert(id.clone(), Instant::now());
+        seen.insert(id.clone(), (Instant::now(), approval));
     }
 
     /// Forgets `id` (it was just changed here).
@@ -232,14 +262,15 @@ mod recently_enabled_tests {
     fn a_remembered_tenant_is_known_until_forgotten_or_expired() {
         let cache = RecentlyEnabled::new(Duration::from_secs(60));
         assert!(!cache.contains(&id(1)));
-        cache.remember(&id(1));
+        cache.remember(&id(1), ApprovalPolicy::Always);
         assert!(cache.contains(&id(1)));
+        assert_eq!(cache.get(&id(1)), Some(ApprovalPolicy::Always));
         assert!(!cache.contains(&id(2)));
         cache.forget(&id(1));
         assert!(!cache.contains(&id(1)));
 
         let expired = RecentlyEnabled::new(Duration::ZERO);
-        expired.remember(&id(3));
+        expired.remember(&id(3), ApprovalPolicy::Never);
         assert!(!expired.contains(&id(3)));
     }
 }

@@ -52,6 +52,7 @@ param incidentWatchSchedule string
 param staleAfterDays int
 param offboardExcludeTag string
 param offboardMaxPerRun int
+param approvalTtlHours int
 param incidentMinSeverity string
 param webhookHmacSecretName string
 param webhookAllowUnsigned bool
@@ -218,6 +219,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'OFFBOARD_MAX_PER_RUN'
           value: string(offboardMaxPerRun)
+        }
+        {
+          name: 'APPROVAL_TTL_HOURS'
+          value: string(approvalTtlHours)
         }
         {
           name: 'INCIDENT_MIN_SEVERITY'

@@ -324,6 +324,8 @@ impl AppRegistration {
             mde_roles: vec![
                 roles::MACHINE_READ_ALL.into(),
                 roles::MACHINE_OFFBOARD.into(),
+                // The exclusion tag (add or remove a machine tag).
+                roles::MACHINE_READ_WRITE_ALL.into(),
             ],
             graph_roles: vec![
                 roles::SECURITY_INCIDENT_READ_ALL.into(),

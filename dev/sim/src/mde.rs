@@ -19,6 +19,8 @@ use crate::{AlreadyOffboarded, Shared, audiences, roles};
 
 const READ_ROLES: &[&str] = &[roles::MACHINE_READ_ALL, roles::MACHINE_READ_WRITE_ALL];
 const OFFBOARD_ROLES: &[&str] = &[roles::MACHINE_OFFBOARD];
+/// "Add or Remove Tag for a machine" needs `Machine.ReadWrite.All` (application).
+const TAG_ROLES: &[&str] = &[roles::MACHINE_READ_WRITE_ALL];
 const CANCEL_ROLES: &[&str] = &[
     roles::MACHINE_OFFBOARD,
     "Machine.Isolate",
@@ -286,6 +288,60 @@ pub(crate) async fn get_machine(
         ),
         None => machine_not_found(&id),
     }
+}
+
+/// `POST /api/machines/{id}/tags` `{"Value": "<tag>", "Action": "Add"|"Remove"}`: 200 with
+/// the updated machine. Adding a tag it has, or removing one it lacks, changes nothing.
+pub(crate) async fn tag_machine(
+    State(sh): State<Arc<Shared>>,
+    Extension(auth): Extension<Auth>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let c = match authorize(&auth, TAG_ROLES) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let invalid = |m: &str| error(StatusCode::BAD_REQUEST, "InvalidRequestBody", m);
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(&body)
+    else {
+        return invalid("Request body is not a valid JSON object");
+    };
+    let value = match obj.get("Value") {
+        Some(serde_json::Value::String(v)) if !v.trim().is_empty() && v.len() <= 200 => v.clone(),
+        _ => return invalid("Value is required: the tag, a string of 1-200 characters"),
+    };
+    let add = match obj.get("Action").and_then(serde_json::Value::as_str) {
+        Some("Add") => true,
+        Some("Remove") => false,
+        _ => return invalid("Action must be 'Add' or 'Remove'"),
+    };
+    let mut st = sh.lock();
+    let Some(tenant) = st.tenants.get_mut(&c.tid) else {
+        return machine_not_found(&id);
+    };
+    let Some(&i) = tenant.index.get(&id.to_ascii_lowercase()) else {
+        return machine_not_found(&id);
+    };
+    let m = &mut tenant.machines[i];
+    let has = m
+        .machine_tags
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(&value));
+    if add && !has {
+        m.machine_tags.push(value);
+    } else if !add {
+        m.machine_tags.retain(|t| !t.eq_ignore_ascii_case(&value));
+    }
+    let m = m.clone();
+    drop(st);
+    odata_ok(
+        StatusCode::OK,
+        &Entity {
+            context: format!("{}/api/$metadata#Machines/$entity", sh.base_str()),
+            inner: &m,
+        },
+    )
 }
 
 /// The `Comment` of an action request body (case-sensitive), or the documented 400.

@@ -56,6 +56,7 @@ pub(crate) fn router(sh: Arc<Shared>) -> Router {
         .route("/machines", get(mde::list_machines))
         .route("/machines/{id}", get(mde::get_machine))
         .route("/machines/{id}/offboard", post(mde::offboard))
+        .route("/machines/{id}/tags", post(mde::tag_machine))
         .route("/machineactions", get(mde::list_actions))
         .route("/machineactions/{id}", get(mde::get_action))
         .route("/machineactions/{id}/cancel", post(mde::cancel_action));

@@ -59,7 +59,11 @@ async fn a_token_carries_audience_tenant_app_and_roles() {
     assert_eq!(claims["appid"], CLIENT);
     assert_eq!(
         claims["roles"],
-        serde_json::json!(["Machine.Read.All", "Machine.Offboard"])
+        serde_json::json!([
+            "Machine.Read.All",
+            "Machine.Offboard",
+            "Machine.ReadWrite.All"
+        ])
     );
     assert!(claims["exp"].as_i64() > claims["iat"].as_i64());
     assert_eq!(

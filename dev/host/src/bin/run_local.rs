@@ -1680,14 +1680,14 @@ async fn until_stopped() {
     }
 }
 
-/// `--ready-file`: what a script needs to call the running API (its URL, the function, admin
-/// and webhook signing keys, the demo tenants), as shell assignments, written whole (a
+/// `--ready-file`: what a script needs to call the running API (its URL, the function and
+/// admin keys, the registered caller and its signing key, the demo tenants), as shell assignments, written whole (a
 /// reader never sees half a file).
 fn write_ready_file(ctx: &Ctx, file: &Path) -> anyhow::Result<()> {
     let api = &ctx.api;
     let tenants: Vec<&str> = TENANTS.iter().map(|t| t.id).collect();
     let text = format!(
-        "RUN_LOCAL_API_URL='{}/api'\nRUN_LOCAL_FUNCTION_KEY='{}'\nRUN_LOCAL_ADMIN_KEY='{}'\nRUN_LOCAL_WEBHOOK_KEY='{}'\nRUN_LOCAL_TENANTS='{}'\n",
+        "RUN_LOCAL_API_URL='{}/api'\nRUN_LOCAL_FUNCTION_KEY='{}'\nRUN_LOCAL_ADMIN_KEY='{}'\nRUN_LOCAL_WEBHOOK_KEY='{}'\nRUN_LOCAL_CALLER_ID='{CALLER_ID}'\nRUN_LOCAL_TENANTS='{}'\n",
         api.base,
         api.function_key,
         api.admin_key,
