@@ -5,7 +5,7 @@
 //! - a `..` chain that climbs above the repository's root from where it is resolved: the
 //!   file's folder (documents, scripts, manifests, `include_str!`), or the crate's folder for
 //!   other Rust paths (`CARGO_MANIFEST_DIR`, and the working directory of `cargo test`);
-//! - `../shared`, wherever it appears;
+//! - the workplace's shared folder (a `shared` directory reached with `..`), wherever it appears;
 //! - an absolute path into a machine's own folders (`/work/…`, `/root/…`, `/home/<user>/…`,
 //!   `/Users/…`). Azure's `/home/site/wwwroot` is not a folder of this machine and passes.
 //!

@@ -108,9 +108,29 @@ fn parse(id: &CallerId, body: &JsonBody) -> Result<Registration, ApiError> {
     let list = body
         .opt_list("tenants")?
         .ok_or_else(|| ApiError::bad_request("MissingField", "tenants is required"))?;
+    if let Some(Value::Array(items)) = body.opt_value("tenants")
+        && items
+            .iter()
+            .any(|i| i.as_str().is_some_and(|t| t.trim() != t))
+    {
+        return Err(ApiError::bad_request(
+            "InvalidTenants",
+            "tenants: a tenant id with spaces around it; send the bare GUID",
+        ));
+    }
     let tenants =
         TenantScope::from_list(&list).map_err(|e| ApiError::bad_request("InvalidTenants", e))?;
     let secret = |field: &'static str| -> Result<Option<SecretName>, ApiError> {
+        // A field that is there must be valid as sent: a blank name, or one with spaces
+        // around it, is an error, not "none" or a silently trimmed name.
+        if let Some(Value::String(raw)) = body.opt_value(field)
+            && (raw.trim().is_empty() || raw.trim() != raw)
+        {
+            return Err(ApiError::bad_request(
+                "InvalidSecretName",
+                format!("{field} must be a Key Vault secret name (1-127 of 0-9, a-z, A-Z, '-')"),
+            ));
+        }
         body.opt_str(field)?
             .map(|s| {
                 SecretName::parse(&s)
@@ -202,15 +222,16 @@ async fn check_key(state: &AppState, field: &str, name: &SecretName) -> Result<(
     match vault.fetch(name).await {
         Ok(secret) => {
             use secrecy::ExposeSecret;
+            // Well-formed, but the vault's content is in the way: 422, as for a tenant's secret.
             check_key_length(secret.value.expose_secret().as_bytes()).map_err(|why| {
-                ApiError::bad_request(
+                ApiError::unprocessable(
                     "KeyTooShort",
                     format!("{field} '{name}': {why}; store a longer random key (e.g. 64 hex characters) first"),
                 )
             })
         }
         Err(KeyVaultError::SecretNotFound { .. } | KeyVaultError::Empty { .. }) => {
-            Err(ApiError::bad_request(
+            Err(ApiError::unprocessable(
                 "SecretNotFound",
                 format!(
                     "{field} '{}' does not exist in Key Vault (or is empty); store the caller's key there first",
