@@ -186,12 +186,20 @@ pub async fn with_status(
         .reduce(|a, b| filter::or(&a, &b))
         .unwrap_or_else(|| filter::eq("Status", ""));
     let f = filter::and(&filter::eq("PartitionKey", tenant.as_str()), &any);
+    query_limited(table, &f, limit).await
+}
+
+/// The requests a filter selects, at most `limit` of them, in row-key order; undecodable rows
+/// are skipped with a warning.
+async fn query_limited(
+    table: &TableClient,
+    f: &str,
+    limit: usize,
+) -> Result<Vec<Versioned>, TableError> {
     let mut out = Vec::new();
     let mut continuation = None;
     loop {
-        let page = table
-            .query(Some(&f), None, Some(1000), continuation)
-            .await?;
+        let page = table.query(Some(f), None, Some(1000), continuation).await?;
         for e in &page.entities {
             match OffboardRequest::from_entity(e) {
                 Ok(request) => out.push(Versioned {
@@ -228,31 +236,7 @@ pub async fn of_tenant(
         Some(s) => with_status(table, tenant, &[s], limit).await,
         None => {
             let f = filter::eq("PartitionKey", tenant.as_str());
-            let mut out = Vec::new();
-            let mut continuation = None;
-            loop {
-                let page = table
-                    .query(Some(&f), None, Some(1000), continuation)
-                    .await?;
-                for e in &page.entities {
-                    match OffboardRequest::from_entity(e) {
-                        Ok(request) => out.push(Versioned {
-                            request,
-                            etag: e.etag.clone(),
-                        }),
-                        Err(err) => {
-                            tracing::warn!(error = %err, "skipping an unreadable OffboardRequests row")
-                        }
-                    }
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
-                match page.continuation {
-                    Some(c) => continuation = Some(c),
-                    None => return Ok(out),
-                }
-            }
+            query_limited(table, &f, limit).await
         }
     }
 }
