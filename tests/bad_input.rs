@@ -241,11 +241,17 @@ async fn a_corpus_of_malformed_requests_gets_4xx_json_errors_and_writes_nothing(
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("{name}: not JSON: {text}"));
         assert_eq!(v["error"]["code"], "Unauthorized", "{name}: {text}");
     }
+    // A well-formed caller whose key Key Vault lacks: 422, the body is fine, the vault is not.
+    let (status, answer) = env
+        .admin(
+            Method::PUT,
+            "callers/itsm",
+            Some(&json!({"displayName": "x", "tenants": [T1], "secretName": "no-such-secret"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["code"], "SecretNotFound", "{answer}");
     let callers = [
-        (
-            "itsm",
-            json!({"displayName": "x", "tenants": [T1], "secretName": "no-such-secret"}),
-        ),
         (
             "itsm",
             json!({"displayName": "x", "tenants": "nope", "secretName": "k"}),
